@@ -1,0 +1,97 @@
+"""The shared conv backbone of every rule: conv blocks (conv, BatchNorm, neuron, 2x2 max-pool),
+fully connected layers, and a linear head, run over T time steps.
+
+Convolutions and linear maps are folded over time (one call on ``T * B`` frames); only the neuron
+dynamics step through time, so a feed-forward network costs its convolutions plus the neuron loop.
+With ``neuron=rate`` and T = 1 this is exactly a plain PyTorch CNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.neurons import make_neuron
+
+
+def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a per-frame layer to a ``[T, B, ...]`` sequence in one call."""
+    y = layer(x.flatten(0, 1))
+    return y.unflatten(0, x.shape[:2])
+
+
+class ConvBlock(nn.Module):
+    """conv (no bias) -> BatchNorm -> neuron -> 2x2 max-pool."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, batch_norm: bool, neuron: NeuronConfig):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.neuron = make_neuron(neuron)
+        self.pool = nn.MaxPool2d(2)
+
+    def current(self, x: torch.Tensor, static: bool) -> torch.Tensor:
+        """Input current ``[T, B, C, H, W]``; a static input is convolved once and repeated."""
+        if static:
+            cur = self.bn(self.conv(x[0]))
+            return cur.unsqueeze(0).expand(x.shape[0], *cur.shape)
+        return _fold(lambda f: self.bn(self.conv(f)), x)
+
+    def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
+        return _fold(self.pool, self.neuron(self.current(x, static)))
+
+
+class FCLayer(nn.Module):
+    """linear -> neuron (-> dropout)."""
+
+    def __init__(self, n_in: int, n_out: int, neuron: NeuronConfig, dropout: float):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.neuron = make_neuron(neuron)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.neuron(_fold(self.linear, x)))
+
+
+class Backbone(nn.Module):
+    """Conv blocks, an adaptive pool to ``pool_to`` (for evaluation above the training size),
+    fully connected layers and the linear head; returns every layer's output sequence."""
+
+    def __init__(self, cfg: BackboneConfig, neuron: NeuronConfig, n_classes: int):
+        super().__init__()
+        chans = [cfg.in_channels, *cfg.channels]
+        self.blocks = nn.ModuleList(
+            ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm, neuron)
+            for i in range(len(cfg.channels))
+        )
+        self.pool_to = cfg.pool_to
+        units = [cfg.channels[-1] * cfg.pool_to**2, *cfg.fc_units]
+        self.fcs = nn.ModuleList(
+            FCLayer(units[i], units[i + 1], neuron, cfg.dropout) for i in range(len(cfg.fc_units))
+        )
+        self.head = nn.Linear(units[-1], n_classes)
+        if cfg.init == "kaiming_normal":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def forward(
+        self, x: torch.Tensor, static: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Head currents ``[T, B, K]`` and each named layer's output sequence ``[T, B, ...]``."""
+        outputs: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x, static=static and i == 0)
+            outputs[f"conv{i + 1}"] = x
+        if x.shape[-1] != self.pool_to or x.shape[-2] != self.pool_to:
+            x = _fold(lambda f: F.adaptive_avg_pool2d(f, self.pool_to), x)
+        x = x.flatten(2)
+        for i, fc in enumerate(self.fcs):
+            x = fc(x)
+            outputs[f"fc{i + 1}"] = x
+        return _fold(self.head, x), outputs

@@ -1,0 +1,35 @@
+"""Command line: ``snnrsa [group=option ...]`` and ``snnrsa -m ...`` (Hydra multirun)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from snnrsa.config import ConfigError, resolve
+
+log = logging.getLogger("snnrsa")
+
+
+def run_job(cfg: DictConfig) -> float:
+    """One job: validate, train and track, print the tables; returns the last mean rho."""
+    from snnrsa.tracking import run, summary_tables
+
+    try:
+        typed = resolve(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"snnrsa: invalid configuration: {err}") from None
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.structured(typed))
+    rsa = run(typed, out_dir, config_yaml)
+    train = pd.read_csv(out_dir / "train.csv")
+    print(f"\nRun directory: {out_dir}\n\n{summary_tables(rsa, train)}\n", flush=True)
+    return float(rsa[rsa.epoch == rsa.epoch.max()]["rho"].mean())
+
+
+_CONF = str(Path(__file__).resolve().parent.parent / "conf")
+main = hydra.main(config_path=_CONF, config_name="config", version_base="1.3")(run_job)

@@ -1,0 +1,260 @@
+"""Typed schemas for every config group, and the checks that reject impossible combinations.
+
+Hydra composes plain YAML; here each group is merged into a dataclass so that a misspelt key or a
+value of the wrong type fails before any work, naming the key. Groups whose keys differ by choice
+(rule, data, brain) pick their schema by ``name``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value or combination that cannot work; the message names the keys."""
+
+
+@dataclass
+class BackboneConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    kernel_size: int = 3
+    batch_norm: bool = True
+    fc_units: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.0
+    pool_to: int = 4  # Conv-map side before FC1; larger maps are adaptive-average-pooled to it
+    init: str = "default"  # default (PyTorch kaiming_uniform a=sqrt(5)) | kaiming_normal
+    in_channels: int = 3
+
+
+@dataclass
+class NeuronConfig:
+    name: str = "rate"  # rate | snntorch_lif | norse_lif
+    time_steps: int = 1
+    beta: float = 0.9  # membrane decay per step; norse gets tau_mem_inv = (1 - beta) / dt
+    threshold: float = 1.0
+    reset: str = "zero"  # zero | subtract
+    surrogate: str = "fast_sigmoid"  # fast_sigmoid | atan
+    surrogate_slope: float = 1.0
+
+
+@dataclass
+class EncodingConfig:
+    name: str = "analog"  # analog | poisson | latency
+    gain: float = 1.0  # analog: input current = gain * normalised image
+    p_max: float = 1.0  # poisson: spike probability per step at intensity 1
+    threshold: float = 0.05  # latency: pixels at or below this intensity never spike
+
+
+@dataclass
+class ReadoutConfig:
+    name: str = "rate"  # rate | membrane | spike_count
+
+
+@dataclass
+class UntrainedRuleConfig:
+    name: str = "untrained"
+
+
+@dataclass
+class BPRuleConfig:
+    name: str = "bp"
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine (stepped per epoch over the last checkpoint) | constant
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+
+
+@dataclass
+class SyntheticDataConfig:
+    name: str = "synthetic"
+    n_train: int = 4000
+    n_test: int = 1000
+    image_size: int = 32
+    data_seed: int = 0  # the image set is fixed across run seeds
+    batch_size: int = 128
+    drop_last: bool = True
+    augment: bool = False  # random horizontal flip + random crop with padding 4
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+
+
+@dataclass
+class SyntheticBrainConfig:
+    name: str = "synthetic"
+    cache_dir: str = "~/.cache/snnrsa"
+    seed: int = 0
+    n_concepts: int = 96
+    n_sessions: int = 4
+    runs_per_session: int = 4
+    n_test: int = 12
+    image_size: int = 64
+    subjects: list[str] = field(default_factory=lambda: ["sub-01", "sub-02", "sub-03"])
+    rois: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "V1": ["V1"], "V2": ["V2"], "V3": ["V3"], "hV4": ["hV4"],
+            "LOC": ["lLOC", "rLOC"], "IT": ["IT"],
+        }
+    )
+    selection: str = "exemplar01"  # exemplar01 | concept_mean | test100
+    zscore: str = "all"  # none | all | session
+    resolution: int = 32  # evaluation images: shorter edge resized to this, then centre-cropped
+
+
+@dataclass
+class RSAConfig:
+    layers: list[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "fc1"])
+    layer_pooling: str = "gap"  # gap (global average pool of conv maps, the study) | none
+    eval_batch_size: int = 64
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    rule: Any = field(default_factory=BPRuleConfig)
+    data: Any = field(default_factory=SyntheticDataConfig)
+    brain: Any = field(default_factory=SyntheticBrainConfig)
+    rsa: RSAConfig = field(default_factory=RSAConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoints: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 40])
+    bn_eval_mode: str = "eval"  # eval (correct) | train (the study's PC/STDP defect)
+    progress: bool = True
+
+
+RULE_SCHEMAS: dict[str, type] = {"bp": BPRuleConfig, "untrained": UntrainedRuleConfig}
+DATA_SCHEMAS: dict[str, type] = {"synthetic": SyntheticDataConfig}
+BRAIN_SCHEMAS: dict[str, type] = {"synthetic": SyntheticBrainConfig}
+SPIKING_NEURONS = ("snntorch_lif", "norse_lif")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "neuron.name": ("rate", *SPIKING_NEURONS),
+    "neuron.reset": ("zero", "subtract"),
+    "neuron.surrogate": ("atan", "fast_sigmoid"),
+    "encoding.name": ("analog", "poisson", "latency"),
+    "readout.name": ("rate", "membrane", "spike_count"),
+    "backbone.init": ("default", "kaiming_normal"),
+    "rsa.layer_pooling": ("gap", "none"),
+    "bn_eval_mode": ("eval", "train"),
+    "brain.selection": ("exemplar01", "concept_mean", "test100"),
+    "brain.zscore": ("none", "all", "session"),
+}
+
+
+def _typed_group(group: str, node: Any, schemas: dict[str, type]) -> Any:
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    if name not in schemas:
+        raise ConfigError(f"{group}.name={name!r} is not one of {sorted(schemas)}")
+    return _merge(group, schemas[name], node)
+
+
+def _merge(group: str, schema: type, node: Any) -> Any:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config in group '{group}': {err}") from None
+
+
+def resolve(cfg: DictConfig) -> Config:
+    """Merge a composed Hydra config into the schemas, validate it and return typed objects."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg.pop("hydra", None)
+    top = {k: v for k, v in cfg.items() if k not in ("rule", "data", "brain")}
+    merged = _merge("<root>", Config, top)
+    obj: Config = OmegaConf.to_object(merged)
+    obj.rule = OmegaConf.to_object(_typed_group("rule", cfg.get("rule"), RULE_SCHEMAS))
+    obj.data = OmegaConf.to_object(_typed_group("data", cfg.get("data"), DATA_SCHEMAS))
+    obj.brain = OmegaConf.to_object(_typed_group("brain", cfg.get("brain"), BRAIN_SCHEMAS))
+    validate(obj)
+    return obj
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def layer_names(cfg: Config) -> list[str]:
+    """Read-out layer names the backbone offers: conv1..convN, fc1..fcM."""
+    convs = [f"conv{i + 1}" for i in range(len(cfg.backbone.channels))]
+    return convs + [f"fc{i + 1}" for i in range(len(cfg.backbone.fc_units))]
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values and combinations before any work, naming the offending keys."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    spiking = cfg.neuron.name in SPIKING_NEURONS
+    if spiking and cfg.neuron.time_steps < 2:
+        raise ConfigError(
+            f"neuron={cfg.neuron.name} with neuron.time_steps={cfg.neuron.time_steps}: "
+            "a spiking neuron needs at least 2 time steps to express a rate"
+        )
+    if cfg.neuron.time_steps < 1:
+        raise ConfigError(f"neuron.time_steps={cfg.neuron.time_steps} must be >= 1")
+    if not 0.0 <= cfg.neuron.beta < 1.0:
+        raise ConfigError(f"neuron.beta={cfg.neuron.beta} must lie in [0, 1)")
+    if cfg.neuron.threshold <= 0:
+        raise ConfigError(f"neuron.threshold={cfg.neuron.threshold} must be > 0")
+    if cfg.neuron.name == "norse_lif" and cfg.neuron.reset != "zero":
+        raise ConfigError(
+            f"neuron=norse_lif with neuron.reset={cfg.neuron.reset!r}: norse's LIF cell resets "
+            "to zero only; use neuron.reset=zero or neuron=snntorch_lif"
+        )
+    if cfg.neuron.name == "norse_lif" and (
+        cfg.neuron.surrogate != "fast_sigmoid" or cfg.neuron.surrogate_slope != 1.0
+    ):
+        raise ConfigError(
+            f"neuron=norse_lif with neuron.surrogate={cfg.neuron.surrogate} "
+            f"neuron.surrogate_slope={cfg.neuron.surrogate_slope}: norse 1.1's SuperSpike ignores "
+            "its alpha and equals fast_sigmoid with slope 1; set those two values"
+        )
+    if cfg.readout.name == "spike_count" and not spiking:
+        raise ConfigError(
+            f"readout=spike_count with neuron={cfg.neuron.name}: spike counts need a spiking "
+            "neuron (snntorch_lif or norse_lif); use readout=rate or readout=membrane"
+        )
+    if cfg.encoding.name == "latency" and cfg.neuron.time_steps < 2:
+        raise ConfigError(
+            f"encoding=latency with neuron.time_steps={cfg.neuron.time_steps}: latency coding "
+            "needs at least 2 time steps to order spikes"
+        )
+    if not 0.0 < cfg.encoding.p_max <= 1.0:
+        raise ConfigError(f"encoding.p_max={cfg.encoding.p_max} must lie in (0, 1]")
+    cps = cfg.checkpoints
+    if not cps or any(e < 0 for e in cps) or sorted(set(cps)) != list(cps):
+        raise ConfigError(f"checkpoints={cps} must be a non-empty increasing list of epochs >= 0")
+    offered = layer_names(cfg)
+    unknown = [layer for layer in cfg.rsa.layers if layer not in offered]
+    if unknown or not cfg.rsa.layers:
+        raise ConfigError(f"rsa.layers={cfg.rsa.layers}: unknown {unknown}; offered {offered}")
+    if not cfg.backbone.channels or any(c < 1 for c in cfg.backbone.channels):
+        raise ConfigError(f"backbone.channels={cfg.backbone.channels} must be positive ints")
+    min_side = 2 ** len(cfg.backbone.channels)
+    for key, side in (("data.image_size", cfg.data.image_size),
+                      ("brain.resolution", cfg.brain.resolution)):
+        if side < min_side:
+            raise ConfigError(
+                f"{key}={side} is too small for {len(cfg.backbone.channels)} 2x2 pools "
+                f"(needs >= {min_side})"
+            )
+    if len(cfg.data.mean) != cfg.backbone.in_channels or len(cfg.data.std) != len(cfg.data.mean):
+        raise ConfigError(
+            f"data.mean/data.std need {cfg.backbone.in_channels} values "
+            f"(backbone.in_channels), got {cfg.data.mean} / {cfg.data.std}"
+        )
+    if not cfg.brain.rois:
+        raise ConfigError("brain.rois is empty: name at least one ROI")
+    if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")

@@ -1,0 +1,1 @@
+"""Data: procedural training images, a synthetic THINGS-fMRI-format brain set, and its reader."""

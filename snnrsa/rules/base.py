@@ -1,0 +1,35 @@
+"""The interface every learning rule implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from snnrsa.network import Network
+
+
+class Rule(ABC):
+    """A learning rule bound to one network. ``trains = False`` marks a rule evaluated at epoch 0
+    only (the untrained baseline)."""
+
+    trains: bool = True
+
+    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
+        self.cfg = cfg
+        self.net = net
+        self.n_epochs = n_epochs
+
+    @abstractmethod
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        """Update the network on one batch; return (summed loss, number correct)."""
+
+    def end_epoch(self) -> None:
+        """Hook for per-epoch schedules."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved (optimiser, schedule) to resume training."""

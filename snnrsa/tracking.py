@@ -1,0 +1,203 @@
+"""The main job: train with a rule and, at every checkpoint epoch, score each read-out layer's RDM
+against each subject's ROI RDM (Spearman over the upper triangle), writing the run directory."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from snnrsa.brain import Brain, load_brain
+from snnrsa.config import Config
+from snnrsa.data.images import load_images
+from snnrsa.data.training import TrainingSet, batches, load_training_data
+from snnrsa.network import Network
+from snnrsa.plots import plot_trajectory
+from snnrsa.rsa import correlation_rdm, spearman
+from snnrsa.rules import make_rule
+from snnrsa.store import (
+    run_metadata,
+    save_checkpoint,
+    write_csv,
+    write_metadata,
+    write_results_h5,
+)
+
+log = logging.getLogger(__name__)
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available; use device=auto or cpu")
+    return torch.device(name)
+
+
+def set_mode(net: nn.Module, training: bool, bn_mode: str = "eval") -> None:
+    """Switch to training or evaluation; at evaluation BatchNorm follows ``bn_mode`` ('train'
+    reproduces the study's PC/STDP defect of batch statistics at feature extraction)."""
+    net.train(training)
+    if not training and bn_mode == "train":
+        for m in net.modules():
+            if isinstance(m, BN_TYPES):
+                m.train(True)
+    assert_bn_mode(net, "train" if training else bn_mode)
+
+
+def assert_bn_mode(net: nn.Module, mode: str) -> None:
+    wrong = [n for n, m in net.named_modules()
+             if isinstance(m, BN_TYPES) and m.training != (mode == "train")]
+    if wrong:
+        raise RuntimeError(f"BatchNorm layers {wrong} are not in {mode} mode")
+
+
+@torch.no_grad()
+def extract_features(
+    net: Network, images: torch.Tensor, groups: list[list[int]], layers: list[str],
+    batch_size: int, device: torch.device,
+) -> dict[str, np.ndarray]:
+    """Per condition, each layer's time-averaged activity (mean over the condition's images)."""
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for start in range(0, len(images), batch_size):
+        feats = net.features(images[start : start + batch_size].to(device), layers)
+        for name in layers:
+            chunks[name].append(feats[name].double().cpu())
+    out = {}
+    for name in layers:
+        per_image = torch.cat(chunks[name])
+        out[name] = torch.stack([per_image[idx].mean(0) for idx in groups]).numpy()
+    return out
+
+
+@torch.no_grad()
+def accuracy(net: Network, data: TrainingSet, batch_size: int, device: torch.device):
+    """Held-out loss and accuracy, in evaluation mode."""
+    loss, correct = 0.0, 0
+    for x, y in batches(data.test_images, data.test_labels, batch_size, device=device):
+        logits = net(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    n = len(data.test_labels)
+    return loss / n, correct / n
+
+
+def score_checkpoint(model_rdms: dict[str, np.ndarray], brain: Brain) -> list[dict]:
+    rows = []
+    for layer, rdm in model_rdms.items():
+        for roi, subject_rdms in brain.rdms.items():
+            for subject, brain_rdm in zip(brain.subjects, subject_rdms):
+                rows.append({"layer": layer, "roi": roi, "subject": subject,
+                             "rho": spearman(rdm, brain_rdm)})
+    return rows
+
+
+def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
+    """Train and track; returns the tidy RSA table also written to ``out_dir/rsa.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    meta = run_metadata(config_yaml, device)
+    write_metadata(out_dir, meta)
+
+    data = load_training_data(cfg.data)
+    brain = load_brain(cfg.brain)
+    unique = sorted({p for paths in brain.image_paths for p in paths})
+    index = {p: i for i, p in enumerate(unique)}
+    groups = [[index[p] for p in paths] for paths in brain.image_paths]
+    eval_images = load_images(unique, cfg.brain.resolution)
+    log.info("training set %d images (%d classes); %d evaluation conditions at %d px; "
+             "ROIs %s; subjects %s; device %s", len(data.train_labels), len(data.classes),
+             len(brain.stimuli), cfg.brain.resolution, brain.rois, brain.subjects, meta["device"])
+
+    seed_everything(cfg.seed)
+    net = Network(cfg, len(data.classes)).to(device)
+    checkpoints = list(cfg.checkpoints)
+    rule = make_rule(cfg.rule, net, n_epochs=max(checkpoints))
+    if not rule.trains:
+        checkpoints = [0]
+    ident = {"rule": cfg.rule.name, "neuron": cfg.neuron.name, "encoding": cfg.encoding.name,
+             "readout": cfg.readout.name, "seed": cfg.seed}
+    rsa_rows: list[dict] = []
+    train_rows: list[dict] = []
+    model_rdms: dict[int, dict[str, np.ndarray]] = {}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bs = cfg.data.batch_size
+
+    epochs = tqdm(range(max(checkpoints) + 1), desc=f"{cfg.rule.name}/{cfg.neuron.name}",
+                  unit="epoch", disable=not cfg.progress)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        train_loss = train_acc = float("nan")
+        if epoch > 0:
+            set_mode(net, True)
+            total, correct, seen = 0.0, 0, 0
+            it = batches(data.train_images, data.train_labels, bs, device=device, gen=gen,
+                         drop_last=cfg.data.drop_last, do_augment=cfg.data.augment)
+            for x, y in it:
+                loss, ok = rule.train_batch(x, y)
+                total, correct, seen = total + loss, correct + ok, seen + len(y)
+            rule.end_epoch()
+            train_loss, train_acc = total / max(seen, 1), correct / max(seen, 1)
+        set_mode(net, False)
+        test_loss, test_acc = accuracy(net, data, bs, device)
+        train_rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                           "test_loss": test_loss, "test_acc": test_acc,
+                           "seconds": time.perf_counter() - t0})
+        write_csv(pd.DataFrame(train_rows), out_dir / "train.csv")
+        if epoch in checkpoints:
+            set_mode(net, False, cfg.bn_eval_mode)
+            feats = extract_features(net, eval_images, groups, cfg.rsa.layers,
+                                     cfg.rsa.eval_batch_size, device)
+            model_rdms[epoch] = {name: correlation_rdm(f) for name, f in feats.items()}
+            for row in score_checkpoint(model_rdms[epoch], brain):
+                rsa_rows.append({**ident, "epoch": epoch, **row,
+                                 "resolution": cfg.brain.resolution,
+                                 "selection": cfg.brain.selection,
+                                 "n_stimuli": len(brain.stimuli)})
+            rsa = pd.DataFrame(rsa_rows)
+            save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch}.pt",
+                            {"epoch": epoch, "model": net.state_dict(),
+                             "rule": rule.state_dict(), "config": config_yaml})
+            write_csv(rsa, out_dir / "rsa.csv")
+            write_results_h5(out_dir / "results.h5", brain, model_rdms, meta)
+            plot_trajectory(rsa, out_dir / "rsa_trajectory.png")
+        epochs.set_postfix(test_acc=f"{test_acc:.3f}")
+    return pd.DataFrame(rsa_rows)
+
+
+def summary_tables(rsa: pd.DataFrame, train: pd.DataFrame) -> str:
+    """Text tables printed at the end of a run: accuracy, best-layer rho per ROI over epochs,
+    and every layer x ROI at the last checkpoint (subject means)."""
+    mean = rsa.groupby(["epoch", "layer", "roi"], sort=False)["rho"].mean().reset_index()
+    rois = list(dict.fromkeys(rsa["roi"]))
+    best = mean.loc[mean.groupby(["epoch", "roi"], sort=False)["rho"].idxmax()]
+    best_tab = best.pivot(index="epoch", columns="roi", values="rho")[rois]
+    best_layer = best.pivot(index="epoch", columns="roi", values="layer")[rois]
+    last = mean[mean.epoch == mean.epoch.max()].pivot(index="layer", columns="roi",
+                                                      values="rho")[rois]
+    last = last.loc[list(dict.fromkeys(rsa["layer"]))]
+    acc = train[["epoch", "train_loss", "train_acc", "test_acc"]].set_index("epoch")
+    fmt = {"float_format": lambda v: f"{v:.4f}"}
+    return "\n\n".join([
+        "Accuracy (held-out test set):\n" + acc.to_string(**fmt),
+        "Best-layer Spearman rho per ROI (subject mean):\n" + best_tab.to_string(**fmt),
+        "Best layer:\n" + best_layer.to_string(),
+        f"Spearman rho per layer and ROI at epoch {mean.epoch.max()} (subject mean):\n"
+        + last.to_string(**fmt),
+    ])

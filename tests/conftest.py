@@ -1,0 +1,32 @@
+"""Shared fixtures: small configs composed through Hydra exactly as the CLI does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from snnrsa.config import Config, resolve
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def compose_cfg(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides or [],
+                       return_hydra_config=return_hydra_config)
+
+
+def typed_cfg(overrides: list[str] | None = None) -> Config:
+    return resolve(compose_cfg(overrides))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One synthetic-data cache for the whole session (generated once, reused)."""
+    return tmp_path_factory.mktemp("snnrsa_cache")

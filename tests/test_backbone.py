@@ -1,0 +1,103 @@
+"""The shared backbone: rate == plain CNN, snntorch == norse spikes, shapes and devices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from snnrsa.backbone import Backbone
+from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.network import Network
+
+from conftest import typed_cfg
+
+
+def plain_cnn(bb: BackboneConfig, n_classes: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    chans = [bb.in_channels, *bb.channels]
+    for i in range(len(bb.channels)):
+        layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                   nn.BatchNorm2d(chans[i + 1]), nn.ReLU(), nn.MaxPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(bb.channels[-1] * 16, bb.fc_units[0]), nn.ReLU(),
+               nn.Linear(bb.fc_units[0], n_classes)]
+    return nn.Sequential(*layers)
+
+
+def copy_weights(src: Backbone, dst: nn.Sequential) -> None:
+    convs = [m for m in dst if isinstance(m, nn.Conv2d)]
+    bns = [m for m in dst if isinstance(m, nn.BatchNorm2d)]
+    lins = [m for m in dst if isinstance(m, nn.Linear)]
+    for block, conv, bn in zip(src.blocks, convs, bns):
+        conv.load_state_dict(block.conv.state_dict())
+        bn.load_state_dict(block.bn.state_dict())
+    lins[0].load_state_dict(src.fcs[0].linear.state_dict())
+    lins[1].load_state_dict(src.head.state_dict())
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_rate_backbone_equals_plain_cnn(training: bool) -> None:
+    torch.manual_seed(0)
+    bb = BackboneConfig()
+    net = Backbone(bb, NeuronConfig(name="rate", time_steps=1), n_classes=10)
+    ref = plain_cnn(bb, 10)
+    copy_weights(net, ref)
+    # give BatchNorm non-trivial running statistics so eval mode is really tested
+    for block in net.blocks:
+        block.bn.running_mean.uniform_(-0.5, 0.5)
+        block.bn.running_var.uniform_(0.5, 2.0)
+    copy_weights(net, ref)
+    net.train(training)
+    ref.train(training)
+    x = torch.randn(5, 3, 32, 32)
+    head, outs = net(x.unsqueeze(0))
+    expected = ref(x)
+    torch.testing.assert_close(head[0], expected, rtol=0, atol=1e-5)
+    assert set(outs) == {"conv1", "conv2", "conv3", "fc1"}
+    assert outs["conv3"].shape == (1, 5, 128, 4, 4)
+
+
+def test_rate_network_features_are_gap_of_block_outputs() -> None:
+    cfg = typed_cfg(["neuron=rate"])
+    torch.manual_seed(1)
+    net = Network(cfg, 10).eval()
+    x = torch.rand(3, 3, 32, 32)
+    feats = net.features(x, ["conv1", "fc1"])
+    block = net.backbone.blocks[0]
+    normed = (x - net.encoder.mean) / net.encoder.std
+    expected = block.pool(torch.relu(block.bn(block.conv(normed)))).mean((2, 3))
+    torch.testing.assert_close(feats["conv1"], expected)
+    assert feats["fc1"].shape == (3, 512)
+
+
+@pytest.mark.parametrize("encoding", ["analog", "poisson", "latency"])
+def test_snntorch_and_norse_backbones_spike_identically(encoding: str) -> None:
+    outs = {}
+    for backend in ("snntorch_lif", "norse_lif"):
+        cfg = typed_cfg([f"neuron={backend}", f"encoding={encoding}", "neuron.time_steps=6"])
+        torch.manual_seed(3)
+        net = Network(cfg, 10).eval()
+        torch.manual_seed(4)
+        x = torch.rand(4, 3, 32, 32)
+        _, outs[backend] = net.run(x)
+    spikes = 0.0
+    for layer in ("conv1", "conv2", "conv3", "fc1"):
+        a, b = outs["snntorch_lif"][layer], outs["norse_lif"][layer]
+        assert torch.equal(a, b), layer
+        assert set(a.unique().tolist()) <= {0.0, 1.0}
+        spikes += float(a.sum())
+    assert spikes > 0, "no spikes at all: the comparison would be vacuous"
+
+
+def test_larger_eval_images_are_pooled_to_fc_input() -> None:
+    cfg = typed_cfg([])
+    net = Network(cfg, 10).eval()
+    feats = net.features(torch.rand(2, 3, 96, 96), ["conv3", "fc1"])
+    assert feats["conv3"].shape == (2, 128) and feats["fc1"].shape == (2, 512)
+
+
+def test_network_moves_with_all_buffers() -> None:
+    cfg = typed_cfg(["neuron=norse_lif"])
+    net = Network(cfg, 10).to(torch.float64)
+    dtypes = {b.dtype for b in net.buffers() if b.is_floating_point()}
+    assert dtypes == {torch.float64}
