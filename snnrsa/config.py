@@ -1,8 +1,9 @@
-"""Typed schemas for every config group, and the checks that reject impossible combinations.
+"""Typed schemas for the config groups, and the checks that reject impossible combinations.
 
 Hydra composes plain YAML; here each group is merged into a dataclass so that a misspelt key or a
 value of the wrong type fails before any work, naming the key. Groups whose keys differ by choice
-(rule, data, brain) pick their schema by ``name``.
+(rule, data, brain) pick their schema by ``name``; each rule's schema is the ``schema`` attribute
+of its class in ``snnrsa/rules/``.
 """
 
 from __future__ import annotations
@@ -55,22 +56,6 @@ class ReadoutConfig:
 
 
 @dataclass
-class UntrainedRuleConfig:
-    name: str = "untrained"
-
-
-@dataclass
-class BPRuleConfig:
-    name: str = "bp"
-    optimizer: str = "adam"  # adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"  # cosine (stepped per epoch over the last checkpoint) | constant
-    grad_clip: float = 1.0  # max gradient norm; 0 disables
-
-
-@dataclass
 class SyntheticDataConfig:
     name: str = "synthetic"
     n_train: int = 4000
@@ -119,9 +104,9 @@ class Config:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
-    rule: Any = field(default_factory=BPRuleConfig)
-    data: Any = field(default_factory=SyntheticDataConfig)
-    brain: Any = field(default_factory=SyntheticBrainConfig)
+    rule: Any = None  # schema chosen by rule.name: the ``schema`` of the rule class
+    data: Any = None  # schema chosen by data.name (DATA_SCHEMAS)
+    brain: Any = None  # schema chosen by brain.name (BRAIN_SCHEMAS)
     rsa: RSAConfig = field(default_factory=RSAConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -130,7 +115,6 @@ class Config:
     progress: bool = True
 
 
-RULE_SCHEMAS: dict[str, type] = {"bp": BPRuleConfig, "untrained": UntrainedRuleConfig}
 DATA_SCHEMAS: dict[str, type] = {"synthetic": SyntheticDataConfig}
 BRAIN_SCHEMAS: dict[str, type] = {"synthetic": SyntheticBrainConfig}
 SPIKING_NEURONS = ("snntorch_lif", "norse_lif")
@@ -169,7 +153,10 @@ def resolve(cfg: DictConfig) -> Config:
     top = {k: v for k, v in cfg.items() if k not in ("rule", "data", "brain")}
     merged = _merge("<root>", Config, top)
     obj: Config = OmegaConf.to_object(merged)
-    obj.rule = OmegaConf.to_object(_typed_group("rule", cfg.get("rule"), RULE_SCHEMAS))
+    from snnrsa.rules import RULES  # rule schemas live beside the rules (no import cycle here)
+
+    rule_schemas = {name: rule.schema for name, rule in RULES.items()}
+    obj.rule = OmegaConf.to_object(_typed_group("rule", cfg.get("rule"), rule_schemas))
     obj.data = OmegaConf.to_object(_typed_group("data", cfg.get("data"), DATA_SCHEMAS))
     obj.brain = OmegaConf.to_object(_typed_group("brain", cfg.get("brain"), BRAIN_SCHEMAS))
     validate(obj)

@@ -22,7 +22,7 @@ from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.network import Network
 from snnrsa.plots import plot_trajectory
 from snnrsa.rsa import correlation_rdm, spearman
-from snnrsa.rules import make_rule
+from snnrsa.rules import Rule, make_rule
 from snnrsa.store import (
     run_metadata,
     save_checkpoint,
@@ -69,13 +69,13 @@ def assert_bn_mode(net: nn.Module, mode: str) -> None:
 
 @torch.no_grad()
 def extract_features(
-    net: Network, images: torch.Tensor, groups: list[list[int]], layers: list[str],
+    rule: Rule, images: torch.Tensor, groups: list[list[int]], layers: list[str],
     batch_size: int, device: torch.device,
 ) -> dict[str, np.ndarray]:
     """Per condition, each layer's time-averaged activity (mean over the condition's images)."""
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for start in range(0, len(images), batch_size):
-        feats = net.features(images[start : start + batch_size].to(device), layers)
+        feats = rule.features(images[start : start + batch_size].to(device), layers)
         for name in layers:
             chunks[name].append(feats[name].double().cpu())
     out = {}
@@ -162,7 +162,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
         write_csv(pd.DataFrame(train_rows), out_dir / "train.csv")
         if epoch in checkpoints:
             set_mode(net, False, cfg.bn_eval_mode)
-            feats = extract_features(net, eval_images, groups, cfg.rsa.layers,
+            feats = extract_features(rule, eval_images, groups, cfg.rsa.layers,
                                      cfg.rsa.eval_batch_size, device)
             model_rdms[epoch] = {name: correlation_rdm(f) for name, f in feats.items()}
             for row in score_checkpoint(model_rdms[epoch], brain):

@@ -11,9 +11,10 @@ from snnrsa.network import Network
 
 
 class Rule(ABC):
-    """A learning rule bound to one network. ``trains = False`` marks a rule evaluated at epoch 0
-    only (the untrained baseline)."""
+    """A learning rule bound to one network. ``schema`` is the dataclass that validates its config
+    group; ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
 
+    schema: type
     trains: bool = True
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
@@ -24,6 +25,11 @@ class Rule(ABC):
     @abstractmethod
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         """Update the network on one batch; return (summed loss, number correct)."""
+
+    def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """Activity per read-out layer for RSA; rules with their own dynamics (e.g. PC's
+        post-inference values) override this."""
+        return self.net.features(images, layers)
 
     def end_epoch(self) -> None:
         """Hook for per-epoch schedules."""

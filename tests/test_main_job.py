@@ -1,0 +1,122 @@
+"""End to end: the main job writes the run-directory contract; multirun runs several jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.n_train=256", "data.n_test=128", "data.batch_size=64",
+    "backbone.channels=[8,16,16]", "backbone.fc_units=[32]",
+    "brain.n_concepts=24", "brain.n_test=4", "checkpoints=[0,1,2]", "progress=false",
+]
+
+
+def snnrsa(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SNNRSA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snnrsa", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cache_dir) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    proc = snnrsa([*TINY, f"hydra.run.dir={out}"], cache_dir)
+    assert "Best-layer Spearman rho per ROI" in proc.stdout
+    assert "Accuracy (held-out test set)" in proc.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_run_directory_contract(run_dir: Path) -> None:
+    rsa = pd.read_csv(run_dir / "rsa.csv")
+    for col in ("rule", "neuron", "encoding", "seed", "epoch", "layer", "roi", "subject", "rho",
+                "resolution"):
+        assert col in rsa.columns
+    rois = ["V1", "V2", "V3", "hV4", "LOC", "IT"]
+    layers = ["conv1", "conv2", "conv3", "fc1"]
+    assert len(rsa) == 3 * len(layers) * len(rois) * 3
+    assert sorted(rsa.epoch.unique()) == [0, 1, 2]
+    assert rsa.duplicated(["epoch", "layer", "roi", "subject"]).sum() == 0
+    assert rsa.rho.between(-1, 1).all() and rsa.rho.notna().all()
+
+    with h5py.File(run_dir / "results.h5") as f:
+        names = [s.decode() for s in f["stimuli/names"][:]]
+        subjects = [s.decode() for s in f["brain/subjects"][:]]
+        assert subjects == sorted(rsa.subject.unique())
+        assert len(names) == 24
+        for roi in rois:
+            assert f[f"brain/{roi}"].shape == (3, 24, 24)
+        for epoch in (0, 1, 2):
+            for layer in layers:
+                assert f[f"model/epoch_{epoch}/{layer}"].shape == (24, 24)
+        for key in ("config", "versions", "device", "git_commit"):
+            assert f.attrs[key]
+        assert "torch" in json.loads(f.attrs["versions"])
+        # the stored RDMs reproduce the stored scores
+        from scipy.stats import spearmanr
+
+        iu = np.triu_indices(24, 1)
+        row = rsa[(rsa.epoch == 2) & (rsa.layer == "conv2") & (rsa.roi == "IT")].iloc[0]
+        model = f["model/epoch_2/conv2"][:][iu]
+        brain = f["brain/IT"][subjects.index(row.subject)][iu]
+        assert abs(spearmanr(model, brain)[0] - row.rho) < 1e-10
+
+    for epoch in (0, 1, 2):
+        ckpt = torch.load(run_dir / "checkpoints" / f"epoch_{epoch}.pt", weights_only=False)
+        assert ckpt["epoch"] == epoch and "model" in ckpt
+    assert (run_dir / "rsa_trajectory.png").stat().st_size > 10_000
+    train = pd.read_csv(run_dir / "train.csv")
+    assert list(train.epoch) == [0, 1, 2]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc"} <= set(train.columns)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["git_commit"] and meta["device"].startswith("cpu")
+    assert "n_concepts: 24" in (run_dir / "config.yaml").read_text()
+    assert not list(run_dir.rglob("*.tmp"))  # no temporary files left behind
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(run_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    snnrsa([*TINY, f"hydra.run.dir={tmp_path}"], cache_dir)
+    a = pd.read_csv(run_dir / "rsa.csv")
+    b = pd.read_csv(tmp_path / "rsa.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_multirun_two_jobs(tmp_path: Path, cache_dir: Path) -> None:
+    snnrsa(["-m", *TINY, "checkpoints=[0,1]", "neuron=rate,snntorch_lif",
+            "neuron.time_steps=2", f"hydra.sweep.dir={tmp_path}"], cache_dir)
+    jobs = sorted(p.parent for p in tmp_path.rglob("rsa.csv"))
+    assert len(jobs) == 2
+    neurons = sorted(pd.read_csv(j / "rsa.csv").neuron.iloc[0] for j in jobs)
+    assert neurons == ["rate", "snntorch_lif"]
+
+
+@pytest.mark.slow
+def test_untrained_is_evaluated_at_epoch_zero_only(tmp_path: Path, cache_dir: Path) -> None:
+    snnrsa([*TINY, "rule=untrained", f"hydra.run.dir={tmp_path}"], cache_dir)
+    assert sorted(pd.read_csv(tmp_path / "rsa.csv").epoch.unique()) == [0]
+
+
+def test_invalid_config_fails_before_work(tmp_path: Path, cache_dir: Path) -> None:
+    env = {**os.environ, "SNNRSA_CACHE": str(cache_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snnrsa", "neuron=snntorch_lif", "neuron.time_steps=1",
+         f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode != 0
+    assert "neuron.time_steps=1" in proc.stderr + proc.stdout
+    assert not (tmp_path / "rsa.csv").exists()

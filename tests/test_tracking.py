@@ -1,0 +1,64 @@
+"""The RSA step of tracking against scipy, and BatchNorm mode switching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import spearmanr
+
+from snnrsa.brain import Brain
+from snnrsa.network import Network
+from snnrsa.rsa import correlation_rdm
+from snnrsa.rules import make_rule
+from snnrsa.tracking import extract_features, score_checkpoint, set_mode
+
+from conftest import typed_cfg
+
+
+def test_rsa_step_agrees_with_scipy() -> None:
+    rng = np.random.default_rng(0)
+    n = 30
+    feats = {"conv1": rng.normal(size=(n, 50)), "fc1": rng.normal(size=(n, 7))}
+    brain_pats = [rng.normal(size=(n, 40)) for _ in range(2)]
+    brain = Brain(["sub-01", "sub-02"], [f"s{i}" for i in range(n)], [[]] * n,
+                  {"V1": np.stack([correlation_rdm(p) for p in brain_pats])},
+                  np.zeros((2, n), int), np.zeros((2, n), int))
+    model = {k: correlation_rdm(v) for k, v in feats.items()}
+    for k, v in feats.items():
+        np.testing.assert_allclose(model[k], squareform(pdist(v, "correlation")), atol=1e-10)
+    np.testing.assert_allclose(brain.rdms["V1"][1], squareform(pdist(brain_pats[1],
+                                                                     "correlation")), atol=1e-10)
+    rows = score_checkpoint(model, brain)
+    assert len(rows) == 4
+    for row in rows:
+        s = brain.subjects.index(row["subject"])
+        ref = spearmanr(pdist(feats[row["layer"]], "correlation"),
+                        pdist(brain_pats[s], "correlation"))[0]
+        assert abs(row["rho"] - ref) < 1e-10
+
+
+def test_features_are_averaged_over_a_conditions_images() -> None:
+    cfg = typed_cfg(["backbone.channels=[4,8,8]", "backbone.fc_units=[16]"])
+    net = Network(cfg, 10).eval()
+    imgs = torch.rand(5, 3, 32, 32)
+    groups = [[0], [1, 2], [3, 4]]
+    out = extract_features(make_rule(cfg.rule, net, 1), imgs, groups, ["conv2", "fc1"], 2, torch.device("cpu"))
+    with torch.no_grad():
+        ref = net.features(imgs, ["conv2"])["conv2"].double()
+    np.testing.assert_allclose(out["conv2"][1], ref[1:3].mean(0).numpy(), rtol=1e-6)
+    assert out["fc1"].shape == (3, 16)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_bn_mode_at_evaluation(bn_mode: str) -> None:
+    cfg = typed_cfg(["backbone.dropout=0.3"])
+    net = Network(cfg, 10)
+    set_mode(net, False, bn_mode)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert all(m.training == (bn_mode == "train") for m in bns)
+    assert drops and not any(m.training for m in drops)
+    set_mode(net, True)
+    assert all(m.training for m in net.modules())
