@@ -25,9 +25,38 @@ class Brain:
         return list(self.rdms)
 
 
+def _rdm_file_brain(cfg: Any) -> Brain:
+    """Precomputed RDM stacks; every ROI must hold the same subjects over the same images."""
+    from snnrsa.data.rdm_file import load_rdm_stack
+
+    root = Path(cfg.root).expanduser()
+    images_dir = root / cfg.images_dir
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"brain.images_dir: no folder {images_dir}")
+    names = list(cfg.images) or sorted(p.name for p in images_dir.glob(cfg.image_glob))
+    if not names:
+        raise FileNotFoundError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+    if not cfg.rois:
+        raise ValueError("brain.rois is empty: map ROI names to variables of brain.path")
+    rdms = {roi: load_rdm_stack(root / cfg.path, var, cfg.axis_order, len(names))
+            for roi, var in cfg.rois.items()}
+    counts = {roi: r.shape[0] for roi, r in rdms.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"{root / cfg.path}: ROIs hold different subject counts {counts}")
+    n_subj = next(iter(counts.values()))
+    subjects = list(cfg.subjects) or [f"sub-{i + 1:02d}" for i in range(n_subj)]
+    if len(subjects) != n_subj:
+        raise ValueError(f"brain.subjects has {len(subjects)} labels for {n_subj} subjects")
+    missing = np.full((n_subj, len(names)), -1)
+    return Brain(subjects, names, [[images_dir / n] for n in names], rdms, missing, missing)
+
+
 def load_brain(cfg: Any) -> Brain:
     """Brain RDMs for the configured evaluation set (``brain=synthetic``: generated once into the
-    cache, in the THINGS-fMRI on-disk format, and read back through the THINGS reader)."""
+    cache, in the THINGS-fMRI on-disk format, and read back through the THINGS reader;
+    ``brain=rdm_file`` / ``cichy92``: precomputed RDM stacks)."""
+    if cfg.name == "rdm_file":
+        return _rdm_file_brain(cfg)
     from snnrsa.data.things import load_brain_patterns
 
     if cfg.name == "synthetic":

@@ -69,6 +69,66 @@ class SyntheticDataConfig:
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
 
 
+CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
+CIFAR_STD = [0.247, 0.243, 0.261]
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """Any ``<class>/<image>`` tree (e.g. the CIFAR-10 JPEG subset)."""
+
+    name: str = "imagefolder"
+    train_dir: str = "???"
+    test_dir: str = "???"
+    n_train: int | None = None  # subset size; None = all
+    n_test: int | None = None
+    subset: str = "fixed"  # fixed (same subset for every seed, from data_seed) | per_seed
+    image_size: int = 32
+    data_seed: int = 0
+    batch_size: int = 128
+    drop_last: bool = True
+    augment: bool = False
+    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
+
+
+@dataclass
+class Cifar10DataConfig:
+    """torchvision's CIFAR-10 (downloads on first use where the network allows)."""
+
+    name: str = "cifar10"
+    root: str = "~/.cache/snnrsa/cifar10"
+    download: bool = True
+    n_train: int | None = None
+    n_test: int | None = None
+    subset: str = "fixed"
+    image_size: int = 32
+    data_seed: int = 0
+    batch_size: int = 128
+    drop_last: bool = True
+    augment: bool = True
+    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
+
+
+@dataclass
+class RDMFileBrainConfig:
+    """Precomputed RDM stacks per ROI (one variable each) and the stimulus images in RDM order."""
+
+    name: str = "rdm_file"
+    root: str = "."  # folder that relative ``path`` and ``images_dir`` start from
+    path: str = "???"
+    rois: dict[str, str] = field(default_factory=dict)  # ROI name -> variable in the file
+    axis_order: str = "subject,image,image"  # MATLAB/numpy order of each variable
+    images_dir: str = "???"
+    images: list[str] = field(default_factory=list)  # file names in RDM order; [] = sorted glob
+    image_glob: str = "*.jpg"
+    subjects: list[str] = field(default_factory=list)  # labels; [] = sub-01, sub-02, ...
+    resolution: int = 224
+    interpolation: str = "bilinear"  # resize filter (snnrsa.data.images.INTERPOLATION)
+    selection: str = "file"
+
+
 @dataclass
 class SyntheticBrainConfig:
     name: str = "synthetic"
@@ -89,6 +149,7 @@ class SyntheticBrainConfig:
     selection: str = "exemplar01"  # exemplar01 | concept_mean | test100
     zscore: str = "all"  # none | all | session
     resolution: int = 32  # evaluation images: shorter edge resized to this, then centre-cropped
+    interpolation: str = "bilinear"
 
 
 @dataclass
@@ -115,8 +176,15 @@ class Config:
     progress: bool = True
 
 
-DATA_SCHEMAS: dict[str, type] = {"synthetic": SyntheticDataConfig}
-BRAIN_SCHEMAS: dict[str, type] = {"synthetic": SyntheticBrainConfig}
+DATA_SCHEMAS: dict[str, type] = {
+    "synthetic": SyntheticDataConfig,
+    "imagefolder": ImageFolderDataConfig,
+    "cifar10": Cifar10DataConfig,
+}
+BRAIN_SCHEMAS: dict[str, type] = {
+    "synthetic": SyntheticBrainConfig,
+    "rdm_file": RDMFileBrainConfig,
+}
 SPIKING_NEURONS = ("snntorch_lif", "norse_lif")
 CHOICES: dict[str, tuple[str, ...]] = {
     "neuron.name": ("rate", *SPIKING_NEURONS),
@@ -127,6 +195,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.init": ("default", "kaiming_normal"),
     "rsa.layer_pooling": ("gap", "none"),
     "bn_eval_mode": ("eval", "train"),
+    "brain.interpolation": ("bilinear", "bicubic", "lanczos", "nearest", "box"),
+}
+SYNTHETIC_BRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "brain.selection": ("exemplar01", "concept_mean", "test100"),
     "brain.zscore": ("none", "all", "session"),
 }
@@ -140,25 +211,28 @@ def _typed_group(group: str, node: Any, schemas: dict[str, type]) -> Any:
 
 
 def _merge(group: str, schema: type, node: Any) -> Any:
+    """The typed object for ``node``; unknown keys, wrong types and unset ``???`` values fail."""
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config in group '{group}': {err}") from None
 
 
 def resolve(cfg: DictConfig) -> Config:
     """Merge a composed Hydra config into the schemas, validate it and return typed objects."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve config: {err}") from None
     cfg.pop("hydra", None)
     top = {k: v for k, v in cfg.items() if k not in ("rule", "data", "brain")}
-    merged = _merge("<root>", Config, top)
-    obj: Config = OmegaConf.to_object(merged)
+    obj: Config = _merge("<root>", Config, top)
     from snnrsa.rules import RULES  # rule schemas live beside the rules (no import cycle here)
 
     rule_schemas = {name: rule.schema for name, rule in RULES.items()}
-    obj.rule = OmegaConf.to_object(_typed_group("rule", cfg.get("rule"), rule_schemas))
-    obj.data = OmegaConf.to_object(_typed_group("data", cfg.get("data"), DATA_SCHEMAS))
-    obj.brain = OmegaConf.to_object(_typed_group("brain", cfg.get("brain"), BRAIN_SCHEMAS))
+    obj.rule = _typed_group("rule", cfg.get("rule"), rule_schemas)
+    obj.data = _typed_group("data", cfg.get("data"), DATA_SCHEMAS)
+    obj.brain = _typed_group("brain", cfg.get("brain"), BRAIN_SCHEMAS)
     validate(obj)
     return obj
 
@@ -178,7 +252,12 @@ def layer_names(cfg: Config) -> list[str]:
 
 def validate(cfg: Config) -> None:
     """Reject impossible values and combinations before any work, naming the offending keys."""
-    for key, allowed in CHOICES.items():
+    choices = dict(CHOICES)
+    if cfg.brain.name == "synthetic":
+        choices.update(SYNTHETIC_BRAIN_CHOICES)
+    if cfg.data.name != "synthetic":
+        choices["data.subset"] = ("fixed", "per_seed")
+    for key, allowed in choices.items():
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
@@ -241,6 +320,9 @@ def validate(cfg: Config) -> None:
             f"data.mean/data.std need {cfg.backbone.in_channels} values "
             f"(backbone.in_channels), got {cfg.data.mean} / {cfg.data.std}"
         )
+    if cfg.data.name == "cifar10" and cfg.data.image_size != 32:
+        raise ConfigError(f"data=cifar10 with data.image_size={cfg.data.image_size}: CIFAR-10 "
+                          "images are 32 px; use data=imagefolder to resize another set")
     if not cfg.brain.rois:
         raise ConfigError("brain.rois is empty: name at least one ROI")
     if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):

@@ -10,13 +10,18 @@ previous reset, norse differentiates ``(1 - z) * v`` fully.
 
 from __future__ import annotations
 
-import snntorch as snn
-import torch
-from norse.torch import LIFBoxCell, LIFBoxParameters
-from snntorch import surrogate
-from torch import nn
+import warnings
 
-from snnrsa.config import NeuronConfig
+# snntorch 1.0 scripts a helper at import time; the deprecation notice says nothing to our users.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+
+import snntorch as snn  # noqa: E402
+import torch  # noqa: E402
+from norse.torch import LIFBoxCell, LIFBoxParameters  # noqa: E402
+from snntorch import surrogate  # noqa: E402
+from torch import nn  # noqa: E402
+
+from snnrsa.config import NeuronConfig  # noqa: E402
 
 NORSE_DT = 1e-3
 

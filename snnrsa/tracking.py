@@ -115,12 +115,12 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
     meta = run_metadata(config_yaml, device)
     write_metadata(out_dir, meta)
 
-    data = load_training_data(cfg.data)
+    data = load_training_data(cfg.data, run_seed=cfg.seed)
     brain = load_brain(cfg.brain)
     unique = sorted({p for paths in brain.image_paths for p in paths})
     index = {p: i for i, p in enumerate(unique)}
     groups = [[index[p] for p in paths] for paths in brain.image_paths]
-    eval_images = load_images(unique, cfg.brain.resolution)
+    eval_images = load_images(unique, cfg.brain.resolution, cfg.brain.interpolation)
     log.info("training set %d images (%d classes); %d evaluation conditions at %d px; "
              "ROIs %s; subjects %s; device %s", len(data.train_labels), len(data.classes),
              len(brain.stimuli), cfg.brain.resolution, brain.rois, brain.subjects, meta["device"])
