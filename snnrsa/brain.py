@@ -51,14 +51,68 @@ def _rdm_file_brain(cfg: Any) -> Brain:
     return Brain(subjects, names, [[images_dir / n] for n in names], rdms, missing, missing)
 
 
+def _things_brain(cfg: Any, fmri_dir: Path, images_dir: Path) -> Brain:
+    """ROI RDMs from THINGS-fMRI-format files (the release or the synthetic set).
+
+    Cheapest work first: stimulus metadata, then the images (missing ones fail here, before any
+    model work or response read), then the brain-RDM cache; only missing entries read the
+    response files. A ROI empty for some subject is dropped for all of them (on_empty_roi=skip),
+    so every RDM stack stays aligned with ``subjects`` and no score can be NaN.
+    """
+    from snnrsa.data import things
+    from snnrsa.data.rdm_cache import RdmCache, RdmEntry, cache_key, resolve_cache_dir
+
+    subjects, rois = list(cfg.subjects), {r: list(cols) for r, cols in cfg.rois.items()}
+    if not subjects or not rois:
+        raise ValueError("brain.subjects and brain.rois must not be empty")
+    things.check_options(cfg.selection, cfg.zscore, cfg.on_empty_roi, cfg.on_nonfinite)
+    cache = RdmCache(resolve_cache_dir(cfg.cache_dir, fmri_dir))
+    options = {"selection": cfg.selection, "zscore": cfg.zscore,
+               "min_reliability": cfg.min_reliability, "on_nonfinite": cfg.on_nonfinite}
+    keys, entries, conds = {}, {}, {}
+    for s in subjects:
+        files = list(things.subject_files(fmri_dir, s).values())
+        keys[s] = {roi: cache_key(files, columns=cols, **options) for roi, cols in rois.items()}
+        entries[s] = {roi: e for roi, (key, _) in keys[s].items()
+                      if (e := cache.get(s, key)) is not None}
+        if len(entries[s]) < len(rois):
+            conds[s] = things.read_conditions(fmri_dir, s, cfg.selection)
+    # Condition names and images of each subject: from its metadata, or any of its cache entries.
+    own = {s: conds[s].cond if s in conds else next(iter(entries[s].values())) for s in subjects}
+    orders = things.align_conditions(subjects, [own[s].names for s in subjects], cfg.selection)
+    paths = [[images_dir / "object_images" / rel for rel in rels]
+             for rels in own[subjects[0]].relpaths]
+    things.check_images(paths, images_dir)
+    for s, sc in conds.items():
+        todo = {roi: cols for roi, cols in rois.items() if roi not in entries[s]}
+        read = things.read_roi_patterns(fmri_dir, s, sc, todo, cfg.zscore, cfg.min_reliability,
+                                        cfg.on_empty_roi, cfg.on_nonfinite)
+        for roi in todo:
+            pat = read.patterns.get(roi)
+            entries[s][roi] = RdmEntry(
+                rdm=None if pat is None else correlation_rdm(pat), names=sc.cond.names,
+                relpaths=sc.cond.relpaths, sessions=sc.sessions, runs=sc.runs,
+                n_voxels=0 if pat is None else pat.shape[1], n_dropped=read.dropped.get(roi, 0),
+                empty_reason=read.empty.get(roi, ""))
+            key, inputs = keys[s][roi]
+            cache.put(s, key, entries[s][roi], inputs)
+    empty = {s: {roi: entries[s][roi].empty_reason for roi in rois if entries[s][roi].rdm is None}
+             for s in subjects}
+    kept = things.keep_rois(rois, {s: e for s, e in empty.items() if e}, cfg.on_empty_roi)
+    rdms = {roi: np.stack([entries[s][roi].rdm[np.ix_(o, o)] for s, o in zip(subjects, orders)])
+            for roi in kept}
+    first = [entries[s][kept[0]] for s in subjects]
+    sessions = np.stack([e.sessions[o] for e, o in zip(first, orders)])
+    runs = np.stack([e.runs[o] for e, o in zip(first, orders)])
+    return Brain(subjects, list(own[subjects[0]].names), paths, rdms, sessions, runs)
+
+
 def load_brain(cfg: Any) -> Brain:
-    """Brain RDMs for the configured evaluation set (``brain=synthetic``: generated once into the
-    cache, in the THINGS-fMRI on-disk format, and read back through the THINGS reader;
-    ``brain=rdm_file`` / ``cichy92``: precomputed RDM stacks)."""
+    """Brain RDMs for the configured evaluation set: ``brain=synthetic`` (generated once into the
+    cache in the THINGS-fMRI on-disk format), ``things`` (the release), both read by the THINGS
+    reader; ``rdm_file`` / ``cichy92`` (precomputed RDM stacks)."""
     if cfg.name == "rdm_file":
         return _rdm_file_brain(cfg)
-    from snnrsa.data.things import load_brain_patterns
-
     if cfg.name == "synthetic":
         from snnrsa.data.synthetic_brain import ensure_synthetic_brain
 
@@ -71,15 +125,11 @@ def load_brain(cfg: Any) -> Brain:
             n_test=cfg.n_test,
             image_size=cfg.image_size,
         )
-        fmri_dir, images_dir = root / "fmri", root / "images"
-    else:
-        raise ValueError(f"brain.name={cfg.name!r} is not a known evaluation set")
-    pats = load_brain_patterns(
-        fmri_dir, list(cfg.subjects), dict(cfg.rois), selection=cfg.selection, zscore=cfg.zscore
-    )
-    rdms = {
-        roi: np.stack([correlation_rdm(p) for p in per_subject])
-        for roi, per_subject in pats.patterns.items()
-    }
-    paths = [[images_dir / "object_images" / rel for rel in rels] for rels in pats.image_relpaths]
-    return Brain(pats.subjects, pats.stimuli, paths, rdms, pats.sessions, pats.runs)
+        return _things_brain(cfg, root / "fmri", root / "images")
+    if cfg.name == "things":
+        fmri_dir, images_dir = Path(cfg.fmri_dir).expanduser(), Path(cfg.images_dir).expanduser()
+        for key, folder in (("brain.fmri_dir", fmri_dir), ("brain.images_dir", images_dir)):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{key}={folder}: no such folder")
+        return _things_brain(cfg, fmri_dir, images_dir)
+    raise ValueError(f"brain.name={cfg.name!r} is not a known evaluation set")

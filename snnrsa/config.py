@@ -129,27 +129,45 @@ class RDMFileBrainConfig:
     selection: str = "file"
 
 
+def _study_rois() -> dict[str, list[str]]:
+    return {"V1": ["V1"], "V2": ["V2"], "V3": ["V3"], "hV4": ["hV4"],
+            "LOC": ["lLOC", "rLOC"], "IT": ["IT"]}
+
+
 @dataclass
-class SyntheticBrainConfig:
+class ThingsBrainConfig:
+    """THINGS-fMRI single-trial responses as released, and the THINGS images."""
+
+    name: str = "things"
+    fmri_dir: str = "???"  # folder with sub-0X_ResponseData.h5 and the two metadata CSVs
+    images_dir: str = "???"  # folder holding object_images/
+    subjects: list[str] = field(default_factory=lambda: ["sub-01", "sub-02", "sub-03"])
+    rois: dict[str, list[str]] = field(default_factory=_study_rois)  # ROI -> union of columns
+    selection: str = "exemplar01"  # exemplar01 | concept_mean | test100
+    zscore: str = "all"  # none | all | session
+    min_reliability: float | None = None  # keep voxels with nc_testset >= this (percent)
+    on_empty_roi: str = "fail"  # fail | skip (drop that subject's ROI with a warning)
+    on_nonfinite: str = "drop"  # drop (voxels with NaN/inf betas, counted in the log) | fail
+    cache_dir: str | None = None  # brain-RDM cache; None = next to the data (or ~/.cache)
+    resolution: int = 224  # evaluation images: shorter edge resized to this, then centre-cropped
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class SyntheticBrainConfig(ThingsBrainConfig):
+    """Synthetic fMRI written in the THINGS-fMRI format (generated once into ``cache_dir``)."""
+
     name: str = "synthetic"
-    cache_dir: str = "~/.cache/snnrsa"
+    fmri_dir: str = ""  # set by the generator
+    images_dir: str = ""
+    cache_dir: str | None = "~/.cache/snnrsa"
     seed: int = 0
     n_concepts: int = 96
     n_sessions: int = 4
     runs_per_session: int = 4
     n_test: int = 12
     image_size: int = 64
-    subjects: list[str] = field(default_factory=lambda: ["sub-01", "sub-02", "sub-03"])
-    rois: dict[str, list[str]] = field(
-        default_factory=lambda: {
-            "V1": ["V1"], "V2": ["V2"], "V3": ["V3"], "hV4": ["hV4"],
-            "LOC": ["lLOC", "rLOC"], "IT": ["IT"],
-        }
-    )
-    selection: str = "exemplar01"  # exemplar01 | concept_mean | test100
-    zscore: str = "all"  # none | all | session
-    resolution: int = 32  # evaluation images: shorter edge resized to this, then centre-cropped
-    interpolation: str = "bilinear"
+    resolution: int = 32
 
 
 @dataclass
@@ -183,6 +201,7 @@ DATA_SCHEMAS: dict[str, type] = {
 }
 BRAIN_SCHEMAS: dict[str, type] = {
     "synthetic": SyntheticBrainConfig,
+    "things": ThingsBrainConfig,
     "rdm_file": RDMFileBrainConfig,
 }
 SPIKING_NEURONS = ("snntorch_lif", "norse_lif")
@@ -197,9 +216,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "bn_eval_mode": ("eval", "train"),
     "brain.interpolation": ("bilinear", "bicubic", "lanczos", "nearest", "box"),
 }
-SYNTHETIC_BRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+THINGS_BRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "brain.selection": ("exemplar01", "concept_mean", "test100"),
     "brain.zscore": ("none", "all", "session"),
+    "brain.on_empty_roi": ("fail", "skip"),
+    "brain.on_nonfinite": ("drop", "fail"),
 }
 
 
@@ -253,8 +274,8 @@ def layer_names(cfg: Config) -> list[str]:
 def validate(cfg: Config) -> None:
     """Reject impossible values and combinations before any work, naming the offending keys."""
     choices = dict(CHOICES)
-    if cfg.brain.name == "synthetic":
-        choices.update(SYNTHETIC_BRAIN_CHOICES)
+    if cfg.brain.name in ("synthetic", "things"):
+        choices.update(THINGS_BRAIN_CHOICES)
     if cfg.data.name != "synthetic":
         choices["data.subset"] = ("fixed", "per_seed")
     for key, allowed in choices.items():

@@ -97,13 +97,26 @@ def accuracy(net: Network, data: TrainingSet, batch_size: int, device: torch.dev
     return loss / n, correct / n
 
 
+def model_rdm(layer: str, feats: np.ndarray) -> np.ndarray:
+    """1 - Pearson r between conditions; all-NaN (scored NaN, with a warning) when some condition
+    has a constant pattern, e.g. a spiking layer that stays silent for a stimulus."""
+    constant = np.ptp(feats, axis=1) == 0
+    if constant.any():
+        log.warning("layer %s: %d of %d conditions give a constant pattern (silent layer?); "
+                    "its RDM and scores are NaN at this checkpoint", layer, int(constant.sum()),
+                    len(feats))
+        return np.full((len(feats), len(feats)), np.nan)
+    return correlation_rdm(feats)
+
+
 def score_checkpoint(model_rdms: dict[str, np.ndarray], brain: Brain) -> list[dict]:
     rows = []
     for layer, rdm in model_rdms.items():
+        defined = not np.isnan(rdm).any()
         for roi, subject_rdms in brain.rdms.items():
             for subject, brain_rdm in zip(brain.subjects, subject_rdms):
-                rows.append({"layer": layer, "roi": roi, "subject": subject,
-                             "rho": spearman(rdm, brain_rdm)})
+                rho = spearman(rdm, brain_rdm) if defined else float("nan")
+                rows.append({"layer": layer, "roi": roi, "subject": subject, "rho": rho})
     return rows
 
 
@@ -160,11 +173,13 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
                            "test_loss": test_loss, "test_acc": test_acc,
                            "seconds": time.perf_counter() - t0})
         write_csv(pd.DataFrame(train_rows), out_dir / "train.csv")
+        if rule.log_rows():
+            write_csv(pd.DataFrame(rule.log_rows()), out_dir / "rule_log.csv")
         if epoch in checkpoints:
             set_mode(net, False, cfg.bn_eval_mode)
             feats = extract_features(rule, eval_images, groups, cfg.rsa.layers,
                                      cfg.rsa.eval_batch_size, device)
-            model_rdms[epoch] = {name: correlation_rdm(f) for name, f in feats.items()}
+            model_rdms[epoch] = {name: model_rdm(name, f) for name, f in feats.items()}
             for row in score_checkpoint(model_rdms[epoch], brain):
                 rsa_rows.append({**ident, "epoch": epoch, **row,
                                  "resolution": cfg.brain.resolution,
@@ -186,9 +201,10 @@ def summary_tables(rsa: pd.DataFrame, train: pd.DataFrame) -> str:
     and every layer x ROI at the last checkpoint (subject means)."""
     mean = rsa.groupby(["epoch", "layer", "roi"], sort=False)["rho"].mean().reset_index()
     rois = list(dict.fromkeys(rsa["roi"]))
-    best = mean.loc[mean.groupby(["epoch", "roi"], sort=False)["rho"].idxmax()]
-    best_tab = best.pivot(index="epoch", columns="roi", values="rho")[rois]
-    best_layer = best.pivot(index="epoch", columns="roi", values="layer")[rois]
+    scored = mean.dropna(subset=["rho"])
+    best = scored.loc[scored.groupby(["epoch", "roi"], sort=False)["rho"].idxmax()]
+    best_tab = best.pivot(index="epoch", columns="roi", values="rho").reindex(columns=rois)
+    best_layer = best.pivot(index="epoch", columns="roi", values="layer").reindex(columns=rois)
     last = mean[mean.epoch == mean.epoch.max()].pivot(index="layer", columns="roi",
                                                       values="rho")[rois]
     last = last.loc[list(dict.fromkeys(rsa["layer"]))]

@@ -12,7 +12,7 @@ from snnrsa.brain import Brain
 from snnrsa.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
-from snnrsa.tracking import extract_features, score_checkpoint, set_mode
+from snnrsa.tracking import extract_features, model_rdm, score_checkpoint, set_mode
 
 from conftest import typed_cfg
 
@@ -62,3 +62,17 @@ def test_bn_mode_at_evaluation(bn_mode: str) -> None:
     assert drops and not any(m.training for m in drops)
     set_mode(net, True)
     assert all(m.training for m in net.modules())
+
+
+def test_silent_layer_scores_nan_instead_of_crashing() -> None:
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(6, 4))
+    feats[2] = 0.0  # a stimulus for which the layer never spikes
+    rdm = model_rdm("conv3", feats)
+    assert np.isnan(rdm).all()
+    brain = Brain(["sub-01"], [f"s{i}" for i in range(6)], [[]] * 6,
+                  {"V1": correlation_rdm(rng.normal(size=(6, 5)))[None]},
+                  np.zeros((1, 6), int), np.zeros((1, 6), int))
+    rows = score_checkpoint({"conv3": rdm, "fc1": correlation_rdm(rng.normal(size=(6, 3)))},
+                            brain)
+    assert np.isnan(rows[0]["rho"]) and np.isfinite(rows[1]["rho"])

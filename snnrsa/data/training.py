@@ -69,20 +69,26 @@ def load_training_data(cfg: Any, run_seed: int = 0) -> TrainingSet:
     if cfg.name in ("imagefolder", "cifar10"):
         seed = cfg.data_seed if cfg.subset == "fixed" else run_seed
         if cfg.name == "imagefolder":
-            xtr, ytr, classes = _load_folder(Path(cfg.train_dir).expanduser(), cfg.n_train, seed,
-                                             cfg.image_size, "data.n_train")
-            xte, yte, test_classes = _load_folder(Path(cfg.test_dir).expanduser(), cfg.n_test,
-                                                  seed + 1, cfg.image_size, "data.n_test")
+            xtr, ytr, classes = _load_folder(
+                Path(cfg.train_dir).expanduser(), cfg.n_train, seed, cfg.image_size, "data.n_train"
+            )
+            xte, yte, test_classes = _load_folder(
+                Path(cfg.test_dir).expanduser(), cfg.n_test, seed + 1, cfg.image_size, "data.n_test"
+            )
             if test_classes != classes:
-                raise ValueError(f"data.test_dir classes {test_classes} differ from "
-                                 f"data.train_dir classes {classes}")
+                raise ValueError(
+                    f"data.test_dir classes {test_classes} differ from "
+                    f"data.train_dir classes {classes}"
+                )
             return TrainingSet(xtr, ytr, xte, yte, classes)
         from torchvision.datasets import CIFAR10
 
         root = Path(cfg.root).expanduser()
         splits = []
-        for train, n, what in ((True, cfg.n_train, "data.n_train"),
-                               (False, cfg.n_test, "data.n_test")):
+        for train, n, what in (
+            (True, cfg.n_train, "data.n_train"),
+            (False, cfg.n_test, "data.n_test"),
+        ):
             ds = CIFAR10(str(root), train=train, download=cfg.download)
             idx = _subset(len(ds.targets), n, seed + (0 if train else 1), what)
             splits += [_to_tensor(ds.data[idx]), torch.tensor(ds.targets)[idx]]

@@ -34,7 +34,7 @@ def to_numpy(x: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
 
 def n_from_pairs(n_pairs: int, name: str) -> int:
     """Number of conditions n with n(n-1)/2 == n_pairs; clear error otherwise."""
-    n = int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2))
+    n = round((1 + math.sqrt(1 + 8 * n_pairs)) / 2)
     if n * (n - 1) // 2 != n_pairs:
         raise ValueError(
             f"{name}: last axis of length {n_pairs} is not a condensed RDM length n(n-1)/2"
@@ -127,12 +127,3 @@ def check_finite(vecs: np.ndarray, mask: np.ndarray | None, name: str) -> None:
             f"{name} has NaN/inf at {bad} pair(s) kept by the comparison; "
             "exclude them with a pair mask"
         )
-
-
-def square_from_vectors(vecs: np.ndarray, n: int) -> np.ndarray:
-    """Symmetric (k, n, n) matrices with zero diagonal from condensed vectors (k, P)."""
-    out = np.zeros((vecs.shape[0], n, n), dtype=vecs.dtype)
-    i, j = pair_index(n)
-    out[:, i, j] = vecs
-    out[:, j, i] = vecs
-    return out

@@ -29,15 +29,15 @@ def rank_keys(vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys, ~new.all(axis=1)
 
 
-def weighted_ranks(keys: np.ndarray, w: np.ndarray, ties: bool, out: np.ndarray) -> float | None:
+def weighted_ranks(keys: np.ndarray, w: np.ndarray, ties: bool, out: np.ndarray) -> float:
     """Weighted mid-ranks of items with non-negative integer `keys` and int64 weights `w`.
 
-    Writes rank - mean rank + h into `out`, with h = (N + w) / 2 and N = sum(w): for tie-free
+    Writes rank - mean rank + h into `out`, with h = (N + w) / 2 and N = sum(w): for untied
     keys that is just the inclusive cumulative weight, an exact integer, and h is the same for
     every vector, so callers subtract it once inside a matrix product instead of per vector.
-    Returns the tie correction sum over groups of (G^3 - G) when tied keys exist (G the group
-    weights), else None (the correction is then sum(w^3 - w)); the rank variance is
-    (N^3 - N - correction) / 12. With `ties=False` keys must be distinct. Pass only w > 0.
+    Returns the tie correction's excess over sum(w^3 - w): the rank variance is
+    (N^3 - N - sum(w^3 - w) - excess) / 12. With `ties=False` keys must be distinct (not
+    checked). Only tied items are revisited, so rare ties cost little. Pass only w > 0.
     """
     m = len(keys)
     shift = max(1, int(m).bit_length())
@@ -47,22 +47,28 @@ def weighted_ranks(keys: np.ndarray, w: np.ndarray, ties: bool, out: np.ndarray)
     loc = packed & ((1 << shift) - 1)
     ws = w[loc]
     cs = np.cumsum(ws)
+    excess = 0.0
     if ties:
         ksorted = packed >> shift
-        start = np.ones(m, dtype=bool)
-        np.not_equal(ksorted[1:], ksorted[:-1], out=start[1:])
-        ties = not start.all()
-    if not ties:
-        out[loc] = cs
-        return None
-    gstart = np.flatnonzero(start)
-    gend = np.append(gstart[1:], m) - 1
-    before = np.concatenate(([0], cs[gend[:-1]])).astype(np.float64)
-    gw = cs[gend] - before
-    n_total = float(cs[-1])
-    # mid-rank minus mean rank, plus h = (N + w) / 2
-    out[loc] = (before + (gw - n_total) / 2.0)[np.cumsum(start) - 1] + (ws + n_total) / 2.0
-    return float(np.sum(gw**3 - gw))
+        dup = np.flatnonzero(ksorted[1:] == ksorted[:-1])
+        if len(dup):
+            tied = np.zeros(m, dtype=bool)
+            tied[dup] = True
+            tied[dup + 1] = True
+            pos = np.flatnonzero(tied)
+            kt = ksorted[pos]
+            new = np.ones(len(pos), dtype=bool)
+            new[1:] = kt[1:] != kt[:-1]
+            gid = np.cumsum(new) - 1
+            wt = ws[pos].astype(np.float64)
+            gw = np.bincount(gid, weights=wt)
+            before = (cs[pos] - wt)[new]
+            cs = cs.astype(np.float64)
+            # (before + (G + 1)/2) - (N + 1)/2 + (N + w)/2: mid-rank in the same shifted form
+            cs[pos] = before[gid] + (gw[gid] + wt) / 2.0
+            excess = float(np.sum(gw**3 - gw) - np.sum(wt**3 - wt))
+    out[loc] = cs
+    return excess
 
 
 def present_pairs(

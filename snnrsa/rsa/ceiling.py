@@ -66,8 +66,9 @@ def loso_noise_ceiling(
 
     n_subj = len(vs)
     lower = [
-        compare_vectors(full(_pool(np.delete(kept, s, 0), method, pooling)), vs[s : s + 1],
-                        method, keep, n)[0, 0]
+        compare_vectors(
+            full(_pool(np.delete(kept, s, 0), method, pooling)), vs[s : s + 1], method, keep, n
+        )[0, 0]
         for s in range(n_subj)
     ]
     upper = compare_vectors(full(_pool(kept, method, pooling)), vs, method, keep, n)[0]
@@ -132,8 +133,8 @@ def split_session_ceiling(
         present = np.bincount(cidx[rows], minlength=len(labels))
         if (present == 0).any():
             missing = labels[np.flatnonzero(present == 0)[0]]
-            raise ValueError(f"condition {missing!r} is missing from the {'odd even'.split()[parity]}"
-                             " sessions")
+            half = ("odd", "even")[parity]
+            raise ValueError(f"condition {missing!r} is missing from the {half} sessions")
         flat = x[rows].reshape(int(rows.sum()), -1)
         means = np.zeros((len(labels), flat.shape[1]))
         np.add.at(means, cidx[rows], flat)

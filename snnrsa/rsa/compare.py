@@ -94,9 +94,7 @@ def compare_vectors(
     if keep is not None:
         va, vb = va[:, keep], vb[:, keep]
     if method == "kendall_tau_a":
-        return np.array([[kendall_tau_a(x, y) for y in vb] for x in va]).reshape(
-            len(va), len(vb)
-        )
+        return np.array([[kendall_tau_a(x, y) for y in vb] for x in va]).reshape(len(va), len(vb))
     return unit_rows(prepare(va, method)) @ unit_rows(prepare(vb, method)).T
 
 

@@ -76,10 +76,6 @@ class GramAccumulator:
         self._shift_t: Any = None
         self.n_features = 0
 
-    @property
-    def n_conditions(self) -> int | None:
-        return None if self._g is None else self._g.shape[0]
-
     def update(self, block: Any) -> None:
         """Add the contribution of one feature block (n, f) or (n, ...)."""
         tensor = is_tensor(block)
@@ -250,7 +246,9 @@ def crossnobis_rdm(
     n_obs = patterns.shape[0] if hasattr(patterns, "shape") else len(patterns)
     for name, lab in (("conditions", cond), ("sessions", sess)):
         if lab.shape != (n_obs,):
-            raise ValueError(f"{name} must have shape ({n_obs},) to label each row, got {lab.shape}")
+            raise ValueError(
+                f"{name} must have shape ({n_obs},) to label each row, got {lab.shape}"
+            )
     labels, cidx = np.unique(cond, return_inverse=True)
     folds, fidx = np.unique(sess, return_inverse=True)
     if len(folds) < 2:

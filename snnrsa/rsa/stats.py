@@ -122,9 +122,10 @@ def permutation_test(
     for a in range(0, n_perm, chunk):
         p = perms[a : a + chunk]
         moved = pm[cidx[p[:, i], p[:, j]]]
-        null[a : a + chunk] = moved @ ub if fast else compare_vectors(moved, vb, method, keep, n)[
-            :, 0
-        ]
+        if fast:
+            null[a : a + chunk] = moved @ ub
+        else:
+            null[a : a + chunk] = compare_vectors(moved, vb, method, keep, n)[:, 0]
     tol = 1e-12
     if alternative == "greater":
         hits = null >= obs - tol

@@ -8,9 +8,16 @@ from typing import Any
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.bp import BP
+from snnrsa.rules.fa import FA
+from snnrsa.rules.pc import PC
+from snnrsa.rules.pc_published import PCPublished
+from snnrsa.rules.stdp import STDP
+from snnrsa.rules.stdp_published import STDPPublished
 from snnrsa.rules.untrained import Untrained
 
-RULES: dict[str, type[Rule]] = {"bp": BP, "untrained": Untrained}
+RULES: dict[str, type[Rule]] = {"bp": BP, "untrained": Untrained, "stdp": STDP,
+                              "stdp_published": STDPPublished,
+                              "fa": FA, "pc": PC, "pc_published": PCPublished}
 
 
 def make_rule(cfg: Any, net: Network, n_epochs: int) -> Rule:

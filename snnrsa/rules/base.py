@@ -31,6 +31,11 @@ class Rule(ABC):
         post-inference values) override this."""
         return self.net.features(images, layers)
 
+    def log_rows(self) -> list[dict[str, Any]]:
+        """Rule diagnostics (alignment angles, energies, STDP convergence...) written by the
+        tracking code to ``rule_log.csv``, one dict per row."""
+        return []
+
     def end_epoch(self) -> None:
         """Hook for per-epoch schedules."""
 

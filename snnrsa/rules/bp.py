@@ -61,7 +61,7 @@ class BP(Rule):
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
         self.opt.step()
         correct = int((logits.argmax(1) == labels).sum())
-        return float(loss) * len(labels), correct
+        return loss.item() * len(labels), correct
 
     def end_epoch(self) -> None:
         if self.sched is not None:

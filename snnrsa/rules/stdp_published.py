@@ -1,0 +1,132 @@
+"""The reference study's "STDP", exactly as its code does it (no spiking neurons anywhere).
+
+Per conv layer, the channel means of the layer input and of ReLU(conv output) are squashed by a
+sigmoid into rates, sampled as Poisson spikes (probability rate/steps per step) over ``steps``
+steps, and the first-spike times of every (input channel, output channel) pair give
+dW = A⁺·exp(−max(Δt,0)/τ⁺) − A⁻·exp(min(Δt,0)/τ⁻), Δt = t_post − t_pre, averaged over the batch,
+clamped to ±clip, broadcast to every kernel position, times ``stdp_lr``; weights are clamped to
+[−w_max, w_max]. As coded this *depresses* causal pairs (Δt > 0 gives A(e^{−Δt/τ} − 1) < 0);
+``sign=as_printed`` flips the kernel so causal pairs are potentiated, as the paper's equation says.
+Blocks run conv → ReLU → BN → ReLU → pool. FC layers, head and BN affine parameters are trained by
+backprop (Adam) on a second forward pass after the STDP step, as in the study's ``step``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnrsa.network import Network
+from snnrsa.rules.base import Rule
+
+
+@dataclass
+class STDPPublishedConfig:
+    name: str = "stdp_published"
+    sign: str = "as_coded"  # as_coded (depresses causal pairs) | as_printed
+    a_plus: float = 0.003
+    a_minus: float = 0.003
+    tau_plus: float = 20.0  # in steps
+    tau_minus: float = 20.0
+    steps: int = 10  # Poisson steps per update
+    clip: float = 0.002  # |dW| bound before the learning rate
+    stdp_lr: float = 5e-4
+    w_max: float = 1.0  # conv weights are clamped to [-w_max, w_max]
+    lr: float = 1e-3  # Adam on FC layers, head and BN affine parameters
+    relu_before_bn: bool = True  # the study's STDP blocks: conv -> ReLU -> BN -> ReLU -> pool
+
+
+class ReluBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm of ReLU(x): the study's STDP block order, keeping BatchNorm's state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.relu(x))
+
+
+def poisson_first_spikes(rates: torch.Tensor, steps: int) -> torch.Tensor:
+    """First-spike step of Bernoulli(rate/steps) trains over ``steps`` steps; steps + 1 if none
+    (the study's ``poisson_spikes`` + ``first_spike``, drawing from the global RNG in its order)."""
+    r = rates.clamp(0, 1).unsqueeze(-1).expand(*rates.shape, steps)
+    spikes = (torch.rand_like(r) < r / steps).float()
+    t = torch.argmax(spikes, dim=-1).float()
+    t[~spikes.bool().any(-1)] = float(steps + 1)
+    return t
+
+
+def published_kernel(t_pre: torch.Tensor, t_post: torch.Tensor, cfg: Any) -> torch.Tensor:
+    """dW ``[C_out, C_in]`` from first-spike times ``[B, C_in]`` and ``[B, C_out]``: the coded
+    kernel, batch mean, clamp; sign flipped for ``as_printed``."""
+    dt = t_post.unsqueeze(1) - t_pre.unsqueeze(2)  # [B, C_in, C_out]
+    ltp = cfg.a_plus * torch.exp(-dt.clamp(min=0) / cfg.tau_plus)
+    ltd = -cfg.a_minus * torch.exp(dt.clamp(max=0) / cfg.tau_minus)
+    kernel = ltp + ltd if cfg.sign == "as_coded" else -(ltp + ltd)
+    return kernel.mean(0).clamp(-cfg.clip, cfg.clip).T
+
+
+class STDPPublished(Rule):
+    """The study's approximation; reports the loss and accuracy of the BP-trained head."""
+
+    schema = STDPPublishedConfig
+
+    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
+        super().__init__(cfg, net, n_epochs)
+        if cfg.sign not in ("as_coded", "as_printed"):
+            raise ValueError(f"rule.sign={cfg.sign!r} is not one of as_coded, as_printed")
+        blocks = net.backbone.blocks
+        if any(getattr(b.neuron, "spiking", False) for b in blocks):
+            raise ValueError("rule=stdp_published is the study's non-spiking rule: use neuron=rate")
+        if any(isinstance(b.bn, nn.Identity) for b in blocks):
+            raise ValueError("rule=stdp_published trains BN affine parameters: backbone.batch_norm")
+        affine: list[nn.Parameter] = []
+        for block in blocks:
+            if cfg.relu_before_bn:
+                bn = ReluBatchNorm2d(block.bn.num_features).to(block.bn.weight.device)
+                bn.load_state_dict(block.bn.state_dict())
+                block.bn = bn
+            block.conv.weight.requires_grad_(False)
+            affine += [block.bn.weight, block.bn.bias]
+        head = [*net.backbone.fcs.parameters(), *net.backbone.head.parameters()]
+        self.opt = torch.optim.Adam([*head, *affine], lr=cfg.lr)
+        self._acts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._record = False
+        for block in blocks:
+            block.conv.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        if self._record:
+            self._acts.append((inputs[0].mean((2, 3)), torch.relu(output).mean((2, 3))))
+
+    @torch.no_grad()
+    def stdp_step(self) -> None:
+        """Apply the recorded layers' updates, in layer order (the study's RNG order)."""
+        for block, (pre, post) in zip(self.net.backbone.blocks, self._acts):
+            t_pre = poisson_first_spikes(torch.sigmoid(pre), self.cfg.steps)
+            t_post = poisson_first_spikes(torch.sigmoid(post), self.cfg.steps)
+            dw = published_kernel(t_pre, t_post, self.cfg)
+            w = block.conv.weight
+            w.add_(self.cfg.stdp_lr * dw[:, :, None, None].expand_as(w))
+            w.clamp_(-self.cfg.w_max, self.cfg.w_max)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        self._acts, self._record = [], True
+        try:
+            with torch.no_grad():
+                logits = self.net(images)
+        finally:
+            self._record = False
+        self.stdp_step()
+        loss = F.cross_entropy(logits, labels)
+        self.opt.zero_grad(set_to_none=True)
+        F.cross_entropy(self.net(images), labels).backward()
+        self.opt.step()
+        return float(loss) * len(labels), int((logits.argmax(1) == labels).sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
