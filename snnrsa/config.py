@@ -146,7 +146,7 @@ class ThingsBrainConfig:
     selection: str = "exemplar01"  # exemplar01 | concept_mean | test100
     zscore: str = "all"  # none | all | session
     min_reliability: float | None = None  # keep voxels with nc_testset >= this (percent)
-    on_empty_roi: str = "fail"  # fail | skip (drop that subject's ROI with a warning)
+    on_empty_roi: str = "fail"  # fail | skip (warn and drop the ROI for all subjects)
     on_nonfinite: str = "drop"  # drop (voxels with NaN/inf betas, counted in the log) | fail
     cache_dir: str | None = None  # brain-RDM cache; None = next to the data (or ~/.cache)
     resolution: int = 224  # evaluation images: shorter edge resized to this, then centre-cropped
@@ -192,6 +192,7 @@ class Config:
     checkpoints: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 40])
     bn_eval_mode: str = "eval"  # eval (correct) | train (the study's PC/STDP defect)
     progress: bool = True
+    resume: bool = True  # continue a run directory's last checkpoint, skip a completed run
 
 
 DATA_SCHEMAS: dict[str, type] = {
@@ -255,6 +256,7 @@ def resolve(cfg: DictConfig) -> Config:
     obj.data = _typed_group("data", cfg.get("data"), DATA_SCHEMAS)
     obj.brain = _typed_group("brain", cfg.get("brain"), BRAIN_SCHEMAS)
     validate(obj)
+    RULES[obj.rule.name].check(obj)
     return obj
 
 

@@ -8,6 +8,7 @@ import random
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -86,11 +87,11 @@ def extract_features(
 
 
 @torch.no_grad()
-def accuracy(net: Network, data: TrainingSet, batch_size: int, device: torch.device):
-    """Held-out loss and accuracy, in evaluation mode."""
+def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.device):
+    """Held-out loss and accuracy of the rule's classifier, in evaluation mode."""
     loss, correct = 0.0, 0
     for x, y in batches(data.test_images, data.test_labels, batch_size, device=device):
-        logits = net(x)
+        logits = rule.predict(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
     n = len(data.test_labels)
@@ -120,8 +121,35 @@ def score_checkpoint(model_rdms: dict[str, np.ndarray], brain: Brain) -> list[di
     return rows
 
 
+def rng_state(gen: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def restore_rng(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    gen.set_state(state["gen"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The latest checkpoint of a previous (possibly killed) run in ``out_dir``."""
+    found = sorted((out_dir / "checkpoints").glob("epoch_*.pt"),
+                   key=lambda p: int(p.stem.split("_")[1]))
+    return found[-1] if found else None
+
+
+def read_model_rdms(path: Path, up_to: int) -> dict[int, dict[str, np.ndarray]]:
+    with h5py.File(path, "r") as f:
+        return {int(e.split("_")[1]): {layer: f[f"model/{e}/{layer}"][()] for layer in f[f"model/{e}"]}
+                for e in f["model"] if int(e.split("_")[1]) <= up_to}
+
+
 def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
-    """Train and track; returns the tidy RSA table also written to ``out_dir/rsa.csv``."""
+    """Train and track; returns the tidy RSA table also written to ``out_dir/rsa.csv``.
+    A run directory holding checkpoints of the same config is resumed after its last one (or
+    skipped when complete), so a killed job ends with the same numbers as an uninterrupted one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -151,9 +179,28 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
     model_rdms: dict[int, dict[str, np.ndarray]] = {}
     gen = torch.Generator().manual_seed(cfg.seed)
     bs = cfg.data.batch_size
+    start = 0
+    last = find_checkpoint(out_dir) if cfg.resume else None
+    if last is not None:
+        state = torch.load(last, map_location=device, weights_only=False)
+        if state["config"] != config_yaml:
+            raise RuntimeError(f"{out_dir} holds a run with another config ({last}); "
+                               "use a new output directory or resume=false")
+        net.load_state_dict(state["model"])
+        rule.load_state_dict(state["rule"])
+        restore_rng(state["rng"], gen)
+        rsa_rows, train_rows = state["rsa_rows"], state["train_rows"]
+        model_rdms = read_model_rdms(out_dir / "results.h5", state["epoch"])
+        start = state["epoch"] + 1
+        if start > max(checkpoints):
+            log.info("%s is complete (last checkpoint epoch %d): nothing to do",
+                     out_dir, state["epoch"])
+            return pd.DataFrame(rsa_rows)
+        log.info("resuming %s after checkpoint epoch %d", out_dir, state["epoch"])
 
-    epochs = tqdm(range(max(checkpoints) + 1), desc=f"{cfg.rule.name}/{cfg.neuron.name}",
-                  unit="epoch", disable=not cfg.progress)
+    epochs = tqdm(range(start, max(checkpoints) + 1), desc=f"{cfg.rule.name}/{cfg.neuron.name}",
+                  unit="epoch", disable=not cfg.progress, initial=start,
+                  total=max(checkpoints) + 1)
     for epoch in epochs:
         t0 = time.perf_counter()
         train_loss = train_acc = float("nan")
@@ -168,13 +215,14 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
             rule.end_epoch()
             train_loss, train_acc = total / max(seen, 1), correct / max(seen, 1)
         set_mode(net, False)
-        test_loss, test_acc = accuracy(net, data, bs, device)
+        test_loss, test_acc = accuracy(rule, data, bs, device)
         train_rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                            "test_loss": test_loss, "test_acc": test_acc,
                            "seconds": time.perf_counter() - t0})
         write_csv(pd.DataFrame(train_rows), out_dir / "train.csv")
         if rule.log_rows():
-            write_csv(pd.DataFrame(rule.log_rows()), out_dir / "rule_log.csv")
+            write_csv(pd.DataFrame([{**ident, **r} for r in rule.log_rows()]),
+                      out_dir / "rule_log.csv")
         if epoch in checkpoints:
             set_mode(net, False, cfg.bn_eval_mode)
             feats = extract_features(rule, eval_images, groups, cfg.rsa.layers,
@@ -186,12 +234,15 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
                                  "selection": cfg.brain.selection,
                                  "n_stimuli": len(brain.stimuli)})
             rsa = pd.DataFrame(rsa_rows)
-            save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch}.pt",
-                            {"epoch": epoch, "model": net.state_dict(),
-                             "rule": rule.state_dict(), "config": config_yaml})
             write_csv(rsa, out_dir / "rsa.csv")
             write_results_h5(out_dir / "results.h5", brain, model_rdms, meta)
             plot_trajectory(rsa, out_dir / "rsa_trajectory.png")
+            # last: a checkpoint on disk means everything up to its epoch is written
+            save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch}.pt",
+                            {"epoch": epoch, "model": net.state_dict(),
+                             "rule": rule.state_dict(), "config": config_yaml,
+                             "rng": rng_state(gen), "rsa_rows": rsa_rows,
+                             "train_rows": train_rows})
         epochs.set_postfix(test_acc=f"{test_acc:.3f}")
     return pd.DataFrame(rsa_rows)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import typed_cfg
 from torch import nn
 
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.fa import FA
+
+from conftest import typed_cfg
 
 SMALL = ["rule=fa", "backbone.channels=[4,8]", "backbone.fc_units=[16]", "backbone.pool_to=2",
          "data.image_size=8", "brain.resolution=8", "rsa.layers=[conv1,fc1]"]

@@ -120,3 +120,33 @@ def test_invalid_config_fails_before_work(tmp_path: Path, cache_dir: Path) -> No
     assert proc.returncode != 0
     assert "neuron.time_steps=1" in proc.stderr + proc.stdout
     assert not (tmp_path / "rsa.csv").exists()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, cache_dir: Path) -> None:
+    import signal
+    import time
+
+    args = [*TINY, "checkpoints=[0,1,2,4,6]", "data.augment=true"]
+    snnrsa([*args, f"hydra.run.dir={tmp_path / 'whole'}"], cache_dir)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "SNNRSA_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "snnrsa", *args, f"hydra.run.dir={killed}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "epoch_2.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "epoch_6.pt").exists()
+    resumed = snnrsa([*args, f"hydra.run.dir={killed}"], cache_dir)
+    assert "resuming" in resumed.stderr + resumed.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / "rsa.csv"),
+                                  pd.read_csv(killed / "rsa.csv"))
+    train_a = pd.read_csv(tmp_path / "whole" / "train.csv").drop(columns="seconds")
+    train_b = pd.read_csv(killed / "train.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(train_a, train_b)
+    again = snnrsa([*args, f"hydra.run.dir={killed}"], cache_dir)
+    assert "complete" in again.stderr + again.stdout

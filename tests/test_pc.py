@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import typed_cfg
 from test_main_job import TINY, snnrsa
 
 from snnrsa.config import ConfigError
@@ -19,6 +18,8 @@ from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.pc import PC, frozen_bn_stats
 from snnrsa.rules.pc_published import PCPublished
+
+from conftest import typed_cfg
 
 SMALL = ["backbone.channels=[4,8,8]", "backbone.fc_units=[16]", "backbone.pool_to=2",
          "data.image_size=16", "brain.resolution=16"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import typed_cfg
 
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
@@ -16,6 +15,8 @@ from snnrsa.rules.stdp import (
     orientation_selectivity,
     oriented_bars,
 )
+
+from conftest import typed_cfg
 
 BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=6",
         "backbone.fc_units=[8]", "rsa.layers=[conv1]"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import typed_cfg
 
 from snnrsa.network import Network
 from snnrsa.probe import fit_probe, frozen_features, linear_probe
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import oriented_bars
+
+from conftest import typed_cfg
 
 
 def test_fit_probe_separates_linear_classes() -> None:

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import typed_cfg
 
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp_published import ReluBatchNorm2d, STDPPublishedConfig, published_kernel
+
+from conftest import typed_cfg
 
 A, TAU = 0.003, 20.0
 

@@ -44,7 +44,8 @@ def test_features_are_averaged_over_a_conditions_images() -> None:
     net = Network(cfg, 10).eval()
     imgs = torch.rand(5, 3, 32, 32)
     groups = [[0], [1, 2], [3, 4]]
-    out = extract_features(make_rule(cfg.rule, net, 1), imgs, groups, ["conv2", "fc1"], 2, torch.device("cpu"))
+    rule = make_rule(cfg.rule, net, 1)
+    out = extract_features(rule, imgs, groups, ["conv2", "fc1"], 2, torch.device("cpu"))
     with torch.no_grad():
         ref = net.features(imgs, ["conv2"])["conv2"].double()
     np.testing.assert_allclose(out["conv2"][1], ref[1:3].mean(0).numpy(), rtol=1e-6)

@@ -17,6 +17,11 @@ class Rule(ABC):
     schema: type
     trains: bool = True
 
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        """Reject a whole-config combination this rule cannot run (called by
+        ``config.validate`` before any work); ``cfg`` is the typed ``Config``."""
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         self.cfg = cfg
         self.net = net
@@ -30,6 +35,11 @@ class Rule(ABC):
         """Activity per read-out layer for RSA; rules with their own dynamics (e.g. PC's
         post-inference values) override this."""
         return self.net.features(images, layers)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores for held-out accuracy; rules that classify after their own dynamics
+        (the study's PC: after inference) override this."""
+        return self.net(images)
 
     def log_rows(self) -> list[dict[str, Any]]:
         """Rule diagnostics (alignment angles, energies, STDP convergence...) written by the

@@ -52,13 +52,12 @@ class PCConfig:
     grad_clip: float = 1.0
 
 
-def require_static_rate(net: Network, rule: str) -> None:
+def require_static_rate(cfg: Any) -> None:
     """Reject spiking neurons and T > 1 for the PC rules, naming the keys."""
-    neuron = net.backbone.blocks[0].neuron
-    steps = net.encoder.time_steps
-    if getattr(neuron, "spiking", False) or steps != 1:
+    if cfg.neuron.name != "rate" or cfg.neuron.time_steps != 1:
         raise ConfigError(
-            f"rule={rule} with neuron {type(neuron).__name__} and neuron.time_steps={steps}: "
+            f"rule={cfg.rule.name} with neuron={cfg.neuron.name} and "
+            f"neuron.time_steps={cfg.neuron.time_steps}: "
             "predictive coding relaxes one static value per unit to a fixed point, which spike "
             "trains do not have; use neuron=rate with neuron.time_steps=1"
         )
@@ -108,12 +107,15 @@ class PC(Rule):
 
     schema = PCConfig
 
-    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
-        super().__init__(cfg, net, n_epochs)
-        require_static_rate(net, cfg.name)
-        if any(isinstance(fc.dropout, nn.Dropout) for fc in net.backbone.fcs):
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        require_static_rate(cfg)
+        if cfg.backbone.dropout > 0:
             raise ConfigError("rule=pc with backbone.dropout > 0: a dropout mask would change the "
                               "predictions between inference steps; set backbone.dropout=0")
+
+    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
+        super().__init__(cfg, net, n_epochs)
         if cfg.output_energy not in OUTPUT_ENERGIES:
             raise ConfigError(f"rule.output_energy={cfg.output_energy!r} is not one of "
                               f"{list(OUTPUT_ENERGIES)}")

@@ -56,13 +56,17 @@ class PCPublished(Rule):
 
     schema = PCPublishedConfig
 
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        require_static_rate(cfg)
+        if len(cfg.backbone.channels) < 2:
+            raise ConfigError(f"rule=pc_published with backbone.channels="
+                              f"{cfg.backbone.channels}: top-down predictions need at least 2 "
+                              "conv blocks")
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        require_static_rate(net, cfg.name)
         blocks = net.backbone.blocks
-        if len(blocks) < 2:
-            raise ConfigError(f"rule=pc_published with backbone.channels of length {len(blocks)}: "
-                              "top-down predictions need at least 2 conv blocks")
         device = blocks[0].conv.weight.device
         # Prediction weights: PyTorch's default init from the global generator, drawn right after
         # the network as the study draws them after its convolutions; frozen for good.
