@@ -27,7 +27,13 @@ def run_job(cfg: DictConfig) -> float:
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(typed))
     rsa = run(typed, out_dir, config_yaml)
     train = pd.read_csv(out_dir / "train.csv")
-    print(f"\nRun directory: {out_dir}\n\n{summary_tables(rsa, train)}\n", flush=True)
+    text = summary_tables(rsa, train)
+    if (out_dir / "probe.csv").exists():
+        probe = pd.read_csv(out_dir / "probe.csv")
+        text += "\n\nLinear-probe held-out accuracy (frozen layers):\n" + probe.pivot(
+            index="epoch", columns="layer", values="probe_test_acc").to_string(
+            float_format=lambda v: f"{v:.4f}")
+    print(f"\nRun directory: {out_dir}\n\n{text}\n", flush=True)
     return float(rsa[rsa.epoch == rsa.epoch.max()]["rho"].mean())
 
 

@@ -52,7 +52,11 @@ class EncodingConfig:
 
 @dataclass
 class ReadoutConfig:
-    name: str = "rate"  # rate | membrane | spike_count
+    name: str = "rate"  # rate | membrane | spike_count | probe (rate head + linear probes)
+    probe_layers: list[str] = field(default_factory=list)  # layers probed at every checkpoint
+    probe_pool: int = 2  # conv maps adaptive-average-pooled to this grid before the probe
+    probe_c: float = 1.0  # inverse L2 strength of the logistic regression
+    probe_max_iter: int = 1000
 
 
 @dataclass
@@ -178,6 +182,15 @@ class RSAConfig:
 
 
 @dataclass
+class DynamicsConfig:
+    """Sub-epoch probes (``experiment=stdp_dynamics``): every ``interval`` training images, score
+    the layers against the ROIs (dynamics_rsa.csv) and store the rule's snapshot arrays
+    (``rule.dynamics()``) under ``/dynamics`` in results.h5. 0 switches probes off."""
+
+    interval: int = 0
+
+
+@dataclass
 class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
@@ -187,6 +200,7 @@ class Config:
     data: Any = None  # schema chosen by data.name (DATA_SCHEMAS)
     brain: Any = None  # schema chosen by brain.name (BRAIN_SCHEMAS)
     rsa: RSAConfig = field(default_factory=RSAConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoints: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 40])
@@ -211,7 +225,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "neuron.reset": ("zero", "subtract"),
     "neuron.surrogate": ("atan", "fast_sigmoid"),
     "encoding.name": ("analog", "poisson", "latency"),
-    "readout.name": ("rate", "membrane", "spike_count"),
+    "readout.name": ("rate", "membrane", "spike_count", "probe"),
     "backbone.init": ("default", "kaiming_normal"),
     "rsa.layer_pooling": ("gap", "none"),
     "bn_eval_mode": ("eval", "train"),
@@ -328,6 +342,10 @@ def validate(cfg: Config) -> None:
     unknown = [layer for layer in cfg.rsa.layers if layer not in offered]
     if unknown or not cfg.rsa.layers:
         raise ConfigError(f"rsa.layers={cfg.rsa.layers}: unknown {unknown}; offered {offered}")
+    unknown = [layer for layer in cfg.readout.probe_layers if layer not in offered]
+    if unknown:
+        raise ConfigError(f"readout.probe_layers={cfg.readout.probe_layers}: unknown {unknown}; "
+                          f"offered {offered}")
     if not cfg.backbone.channels or any(c < 1 for c in cfg.backbone.channels):
         raise ConfigError(f"backbone.channels={cfg.backbone.channels} must be positive ints")
     min_side = 2 ** len(cfg.backbone.channels)
@@ -346,6 +364,8 @@ def validate(cfg: Config) -> None:
     if cfg.data.name == "cifar10" and cfg.data.image_size != 32:
         raise ConfigError(f"data=cifar10 with data.image_size={cfg.data.image_size}: CIFAR-10 "
                           "images are 32 px; use data=imagefolder to resize another set")
+    if cfg.dynamics.interval < 0:
+        raise ConfigError(f"dynamics.interval={cfg.dynamics.interval} must be >= 0 (0 = off)")
     if not cfg.brain.rois:
         raise ConfigError("brain.rois is empty: name at least one ROI")
     if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):

@@ -10,7 +10,8 @@ from snnrsa.neurons import make_neuron
 
 
 class Readout(nn.Module):
-    """rate: mean head current over time (= the linear map of the FC rates);
+    """rate (and probe, whose class read-out is the linear probes on frozen layers): mean head
+    current over time (= the linear map of the FC rates);
     membrane: final potential of a non-spiking leaky integrator (decay beta);
     spike_count: spikes of LIF output neurons summed over time."""
 
@@ -21,7 +22,7 @@ class Readout(nn.Module):
         self.neuron = make_neuron(neuron) if cfg.name == "spike_count" else None
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        if self.name == "rate":
+        if self.name in ("rate", "probe"):
             return current.mean(0)
         if self.name == "membrane":
             mem = torch.zeros_like(current[0])

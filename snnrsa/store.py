@@ -95,10 +95,12 @@ def write_metadata(out_dir: Path, meta: dict[str, Any]) -> None:
 
 
 def write_results_h5(
-    path: Path, brain: Brain, model_rdms: dict[int, dict[str, np.ndarray]], meta: dict[str, Any]
+    path: Path, brain: Brain, model_rdms: dict[int, dict[str, np.ndarray]], meta: dict[str, Any],
+    dynamics: list[dict[str, Any]] | None = None,
 ) -> None:
     """``/stimuli/names``, ``/brain/subjects``, ``/brain/<roi>`` (subjects x n x n),
-    ``/model/epoch_<E>/<layer>`` (n x n), run metadata as root attributes."""
+    ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch probes ``/dynamics/probe_<k>/<name>`` (with
+    ``images`` and ``epoch`` attributes), run metadata as root attributes."""
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -114,6 +116,12 @@ def write_results_h5(
             for epoch, layers in sorted(model_rdms.items()):
                 for layer, rdm in layers.items():
                     f.create_dataset(f"model/epoch_{epoch}/{layer}", data=rdm, compression="gzip")
+            for k, snap in enumerate(dynamics or []):
+                grp = f.create_group(f"dynamics/probe_{k:05d}")
+                grp.attrs["images"] = snap["images"]
+                grp.attrs["epoch"] = snap["epoch"]
+                for name, arr in snap["arrays"].items():
+                    grp.create_dataset(name, data=np.asarray(arr))
             f.attrs["config"] = meta["config"]
             f.attrs["versions"] = json.dumps(meta["versions"])
             f.attrs["device"] = meta["device"]

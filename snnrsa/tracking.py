@@ -121,6 +121,17 @@ def score_checkpoint(model_rdms: dict[str, np.ndarray], brain: Brain) -> list[di
     return rows
 
 
+def checkpoint_scores(
+    rule: Rule, cfg: Config, eval_images: torch.Tensor, groups: list[list[int]], brain: Brain,
+    device: torch.device,
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Model RDMs of the read-out layers now, and their scores against every ROI and subject."""
+    feats = extract_features(rule, eval_images, groups, cfg.rsa.layers, cfg.rsa.eval_batch_size,
+                             device)
+    rdms = {name: model_rdm(name, f) for name, f in feats.items()}
+    return rdms, score_checkpoint(rdms, brain)
+
+
 def rng_state(gen: torch.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "gen": gen.get_state(),
             "numpy": np.random.get_state(), "python": random.getstate()}
@@ -176,6 +187,10 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
              "readout": cfg.readout.name, "seed": cfg.seed}
     rsa_rows: list[dict] = []
     train_rows: list[dict] = []
+    probe_log: list[dict] = []
+    dyn_rows: list[dict] = []
+    snapshots: list[dict] = []
+    images_seen = 0
     model_rdms: dict[int, dict[str, np.ndarray]] = {}
     gen = torch.Generator().manual_seed(cfg.seed)
     bs = cfg.data.batch_size
@@ -190,6 +205,8 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
         rule.load_state_dict(state["rule"])
         restore_rng(state["rng"], gen)
         rsa_rows, train_rows = state["rsa_rows"], state["train_rows"]
+        probe_log, dyn_rows = state["probe_log"], state["dyn_rows"]
+        snapshots, images_seen = state["snapshots"], state["images_seen"]
         model_rdms = read_model_rdms(out_dir / "results.h5", state["epoch"])
         start = state["epoch"] + 1
         if start > max(checkpoints):
@@ -212,6 +229,18 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
             for x, y in it:
                 loss, ok = rule.train_batch(x, y)
                 total, correct, seen = total + loss, correct + ok, seen + len(y)
+                interval, before = cfg.dynamics.interval, images_seen + seen - len(y)
+                if interval and (images_seen + seen) // interval > before // interval:
+                    at = epoch - 1 + seen / len(data.train_labels)
+                    set_mode(net, False, cfg.bn_eval_mode)
+                    rows = checkpoint_scores(rule, cfg, eval_images, groups, brain, device)[1]
+                    dyn_rows += [{**ident, "epoch": at, "images": images_seen + seen, **row}
+                                 for row in rows]
+                    snapshots.append({"images": images_seen + seen, "epoch": at,
+                                      "arrays": rule.dynamics()})
+                    write_csv(pd.DataFrame(dyn_rows), out_dir / "dynamics_rsa.csv")
+                    set_mode(net, True)
+            images_seen += seen
             rule.end_epoch()
             train_loss, train_acc = total / max(seen, 1), correct / max(seen, 1)
         set_mode(net, False)
@@ -225,26 +254,46 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
                       out_dir / "rule_log.csv")
         if epoch in checkpoints:
             set_mode(net, False, cfg.bn_eval_mode)
-            feats = extract_features(rule, eval_images, groups, cfg.rsa.layers,
-                                     cfg.rsa.eval_batch_size, device)
-            model_rdms[epoch] = {name: model_rdm(name, f) for name, f in feats.items()}
-            for row in score_checkpoint(model_rdms[epoch], brain):
+            model_rdms[epoch], rows = checkpoint_scores(rule, cfg, eval_images, groups, brain,
+                                                        device)
+            for row in rows:
                 rsa_rows.append({**ident, "epoch": epoch, **row,
                                  "resolution": cfg.brain.resolution,
                                  "selection": cfg.brain.selection,
                                  "n_stimuli": len(brain.stimuli)})
+            if cfg.readout.probe_layers:
+                probe_log += [{**ident, "epoch": epoch, **r}
+                              for r in probe_rows(cfg, net, data, device)]
+                write_csv(pd.DataFrame(probe_log), out_dir / "probe.csv")
+                set_mode(net, False)
             rsa = pd.DataFrame(rsa_rows)
             write_csv(rsa, out_dir / "rsa.csv")
-            write_results_h5(out_dir / "results.h5", brain, model_rdms, meta)
+            write_results_h5(out_dir / "results.h5", brain, model_rdms, meta, snapshots)
             plot_trajectory(rsa, out_dir / "rsa_trajectory.png")
             # last: a checkpoint on disk means everything up to its epoch is written
             save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch}.pt",
                             {"epoch": epoch, "model": net.state_dict(),
                              "rule": rule.state_dict(), "config": config_yaml,
                              "rng": rng_state(gen), "rsa_rows": rsa_rows,
-                             "train_rows": train_rows})
+                             "train_rows": train_rows, "probe_log": probe_log,
+                             "dyn_rows": dyn_rows, "snapshots": snapshots,
+                             "images_seen": images_seen})
         epochs.set_postfix(test_acc=f"{test_acc:.3f}")
     return pd.DataFrame(rsa_rows)
+
+
+def probe_rows(cfg: Config, net: Network, data: TrainingSet, device: torch.device) -> list[dict]:
+    """Linear-probe accuracy of each ``readout.probe_layers`` layer (frozen weights)."""
+    from snnrsa.probe import linear_probe
+
+    rows = []
+    for layer in cfg.readout.probe_layers:
+        res = linear_probe(net, data.train_images, data.train_labels, data.test_images,
+                           data.test_labels, layer, cfg.readout.probe_pool, cfg.readout.probe_c,
+                           cfg.readout.probe_max_iter, device=device)
+        rows.append({"layer": layer, "probe_train_acc": res.train_acc,
+                     "probe_test_acc": res.test_acc, "n_features": res.n_features})
+    return rows
 
 
 def summary_tables(rsa: pd.DataFrame, train: pd.DataFrame) -> str:

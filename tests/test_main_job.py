@@ -107,8 +107,13 @@ def test_multirun_two_jobs(tmp_path: Path, cache_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_untrained_is_evaluated_at_epoch_zero_only(tmp_path: Path, cache_dir: Path) -> None:
-    snnrsa([*TINY, "rule=untrained", f"hydra.run.dir={tmp_path}"], cache_dir)
+    snnrsa([*TINY, "rule=untrained", "readout=probe", "readout.probe_layers=[conv1,fc1]",
+            f"hydra.run.dir={tmp_path}"], cache_dir)
     assert sorted(pd.read_csv(tmp_path / "rsa.csv").epoch.unique()) == [0]
+    probe = pd.read_csv(tmp_path / "probe.csv")
+    assert list(probe.layer) == ["conv1", "fc1"] and (probe.epoch == 0).all()
+    assert probe.probe_test_acc.between(0, 1).all()
+    assert probe.n_features.tolist() == [8 * 4, 32]  # conv1 (8 channels) pooled to 2x2; fc1
 
 
 def test_invalid_config_fails_before_work(tmp_path: Path, cache_dir: Path) -> None:

@@ -41,6 +41,11 @@ class Rule(ABC):
         (the study's PC: after inference) override this."""
         return self.net(images)
 
+    def dynamics(self) -> dict[str, Any]:
+        """Arrays describing the rule's state now (e.g. STDP weights, receptive fields), stored
+        at every sub-epoch probe under ``/dynamics`` in results.h5."""
+        return {}
+
     def log_rows(self) -> list[dict[str, Any]]:
         """Rule diagnostics (alignment angles, energies, STDP convergence...) written by the
         tracking code to ``rule_log.csv``, one dict per row."""
