@@ -153,3 +153,14 @@ def test_cichy92_pixel_rdm_matches_published_reference() -> None:
              for roi in brain.rois}
     assert round(means["EVC"], 3) == 0.180
     assert round(means["IT"], 3) == 0.147
+
+
+@needs_cichy
+def test_cichy92_leave_one_subject_out_agreement() -> None:
+    from snnrsa.rsa.ceiling import loso_noise_ceiling
+
+    brain = load_brain(typed_cfg(["brain=cichy92"]).brain)
+    lower = {roi: loso_noise_ceiling(brain.rdms[roi], "spearman", pooling="mean")[0]
+             for roi in brain.rois}
+    assert round(lower["EVC"], 3) == 0.239
+    assert round(lower["IT"], 3) == 0.449

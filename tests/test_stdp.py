@@ -14,12 +14,14 @@ from snnrsa.rules.stdp import (
     learning_rates,
     orientation_selectivity,
     oriented_bars,
+    spike_train,
 )
+from snnrsa.config import ConfigError
 
 from conftest import typed_cfg
 
 BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=6",
-        "backbone.fc_units=[8]", "rsa.layers=[conv1]"]
+        "backbone.fc_units=[8]", "rsa.layers=[conv1]", "rule.threshold_mode=fixed"]
 
 
 def make(overrides: list[str], n_classes: int = 4) -> STDP:
@@ -107,10 +109,10 @@ def test_batched_equals_per_image_reference(extra: list[str], layer: int) -> Non
     rule.seen[layer] = 4  # past two ramp doublings: the reference must use the ramped rates
     a_plus, a_minus = learning_rates(rule.cfg, 4)
     assert a_plus == pytest.approx(4 * rule.cfg.a_plus)
-    pre = rule.layer_io(images, layer)[0]
+    pre = spike_train(rule.layer_io(images, layer).t_pre, rule.time_steps, torch.float32)
     block = rule.net.backbone.blocks[layer]
     w0 = block.conv.weight.clone()
-    expected = reference_delta(pre, w0, block.neuron.threshold, rule.cfg.beta,
+    expected = reference_delta(pre, w0, float(block.neuron.threshold), rule.cfg.beta,
                                rule.cfg.pointwise_inhibition, rule.cfg.k_winners[layer],
                                rule.cfg.inhibition_radius[layer], a_plus, a_minus,
                                rule.cfg.reduce)
@@ -128,14 +130,19 @@ def test_at_most_one_spike_per_neuron_through_the_network() -> None:
         counts = outputs[name].sum(0)
         assert counts.max() <= 1 and counts.sum() > 0, name
     # per position only one feature fires (pointwise inhibition), before pooling
-    _, spikes, _ = rule.layer_io(images, 0)
-    assert spikes.sum((0, 2)).max() <= 1
+    io = rule.layer_io(images, 0)
+    assert (io.t_post < rule.time_steps).sum(1).max() <= 1
 
 
-def test_rule_rejects_analog_input() -> None:
-    cfg = typed_cfg(["rule=stdp", "backbone.fc_units=[8]"])
-    with pytest.raises(ValueError, match="encoding=analog"):
-        make_rule(cfg.rule, Network(cfg, 4), 1)
+def test_config_rejects_analog_input_and_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="encoding=analog"):
+        typed_cfg(["rule=stdp", "backbone.fc_units=[8]"])
+    for bad, match in (("rule.reduce=max", "rule.reduce"),
+                       ("rule.threshold_mode=auto", "threshold_mode"),
+                       ("rule.threshold_quantiles=[1.5]", "threshold_quantiles"),
+                       ("rule.one_spike=false", "pointwise_inhibition")):
+        with pytest.raises(ConfigError, match=match):
+            typed_cfg([*BASE, bad])
 
 
 def test_learns_orientation_selective_conv1() -> None:

@@ -1,8 +1,12 @@
-"""STDP training throughput: the batched rule against one image at a time, same network and data.
+"""STDP training throughput: the batched rule against a per-image reference, same network and data.
 
-The per-image run is the same rule fed batches of one image, i.e. the loop published conv-STDP
-implementations run. Both start from the same weights, train the same layer on the same procedural
-object images (32 px, the study's 32/64/128 backbone) and are timed after a warm-up batch.
+The reference (``reference_update``) is a plain loop implementation, the way published conv-STDP
+code runs (one image at a time; per image an IF membrane stepped over time, first spikes, pointwise
+inhibition, pooling of spike trains between layers, k winners found one after another, one kernel
+update per winner). Like the batched rule it sums a batch's updates computed at the same weights,
+so both give the same Δw (checked and printed). Both start from the same weights, train the same
+layer on the same procedural object images (32 px, the study's 32/64/128 backbone, 3x3 kernels)
+and are timed after a warm-up batch.
 
     python tools/bench_stdp.py --threads 2 --layer 0
 """
@@ -14,13 +18,14 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from snnrsa.config import resolve
 from snnrsa.data.procedural import make_dataset
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import STDP
+from snnrsa.rules.stdp import STDP, learning_rates
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=8"]
@@ -33,12 +38,70 @@ def build(overrides: list[str], seed: int) -> STDP:
     return make_rule(cfg.rule, Network(cfg, 10), 1)
 
 
-def throughput(rule: STDP, images: torch.Tensor, batch: int, layer: int) -> float:
-    """Images per second of ``rule.update`` on ``layer`` (first batch excluded as warm-up)."""
-    rule.update(images[:batch], layer)
+@torch.no_grad()
+def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tensor:
+    """Δw of ``layer`` for a batch, one image at a time with explicit loops (one-spike IF/LIF
+    neurons); the weights are updated once with the summed (or averaged) drive."""
+    cfg, blocks, steps = rule.cfg, rule.net.backbone.blocks, rule.time_steps
+    w = blocks[layer].conv.weight
+    ltp, events = torch.zeros_like(w), torch.zeros(w.shape[0])
+    k, radius = cfg.k_winners[min(layer, len(cfg.k_winners) - 1)], cfg.inhibition_radius[
+        min(layer, len(cfg.inhibition_radius) - 1)]
+    ks = w.shape[-1]
+    for img in images:
+        x = rule.net.encoder(img.unsqueeze(0))[:, 0]  # [T, C, H, W] input spikes
+        for i, block in enumerate(blocks[: layer + 1]):
+            th = float(block.neuron.threshold)
+            acc = torch.zeros_like(x[0])
+            t_post = v_post = None
+            for t in range(steps):  # IF/LIF membrane, no reset, first crossing only
+                acc = cfg.beta * acc + x[t]  # (leaky) sum of input spikes so far
+                v = F.conv2d(acc.unsqueeze(0), block.conv.weight, padding=ks // 2)[0]
+                if t_post is None:
+                    t_post = torch.full_like(v, float(steps))
+                    v_post = torch.zeros_like(v)
+                new = (v >= th) & (t_post == steps)
+                t_post[new], v_post[new] = float(t), v[new]
+            if cfg.pointwise_inhibition:  # per position: earliest, then larger potential
+                order = torch.where(t_post < steps, t_post.double() * 1e6 - v_post, torch.inf)
+                keep = torch.zeros_like(t_post, dtype=torch.bool)
+                keep.scatter_(0, order.argmin(0, keepdim=True), True)
+                t_post[~keep & (t_post < steps)] = float(steps)
+            spikes = torch.stack([(t_post == t).float() for t in range(steps)])
+            if i < layer:
+                pooled = F.max_pool2d(spikes.cumsum(0).clamp(max=1), 2)  # earliest in window
+                x = torch.diff(pooled, dim=0, prepend=torch.zeros_like(pooled[:1]))
+                continue
+            t_pre = torch.full(x.shape[1:], float(steps))
+            for t in reversed(range(steps)):
+                t_pre[x[t] > 0] = float(t)
+            t_pre = F.pad(t_pre, (ks // 2,) * 4, value=float(steps))
+            avail = t_post < steps
+            for _ in range(k):  # k-WTA, one winner after another
+                score = torch.where(avail, t_post.double() * 1e6 - v_post, torch.inf)
+                flat = int(score.argmin())
+                if not torch.isfinite(score.flatten()[flat]):
+                    break
+                f, y, xx = flat // (score.shape[1] * score.shape[2]), (
+                    flat // score.shape[2]) % score.shape[1], flat % score.shape[2]
+                events[f] += 1
+                ltp[f] += (t_pre[:, y : y + ks, xx : xx + ks] <= t_post[f, y, xx]).float()
+                avail[f] = False
+                avail[:, max(0, y - radius) : y + radius + 1,
+                      max(0, xx - radius) : xx + radius + 1] = False
+    a_plus, a_minus = learning_rates(cfg, rule.seen[layer])
+    drive = a_plus * ltp - a_minus * (events.view(-1, 1, 1, 1) - ltp)
+    if cfg.reduce == "mean":
+        drive = drive / events.clamp(min=1).view(-1, 1, 1, 1)
+    return (w + w * (1 - w) * drive).clamp(0, 1) - w
+
+
+def throughput(step, images: torch.Tensor, batch: int) -> float:
+    """Images per second of ``step(batch_images)`` (first batch excluded as warm-up)."""
+    step(images[:batch])
     start = time.perf_counter()
     for i in range(batch, len(images) - batch + 1, batch):
-        rule.update(images[i : i + batch], layer)
+        step(images[i : i + batch])
     n = (len(images) - batch) // batch * batch
     return n / (time.perf_counter() - start)
 
@@ -49,7 +112,7 @@ def main() -> None:
     p.add_argument("--layer", type=int, default=0, help="conv layer to train (0-based)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--images", type=int, default=1024, help="images for the batched run")
-    p.add_argument("--ref-images", type=int, default=65, help="images for the per-image run")
+    p.add_argument("--ref-images", type=int, default=64, help="images for the per-image run")
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. rule.dog=false")
     args = p.parse_args()
@@ -57,13 +120,23 @@ def main() -> None:
     x, _ = make_dataset(args.images + args.batch, 32, seed=0)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(args.device)
     overrides = [*args.overrides, f"device={args.device}"]
-    rates = {}
-    for name, batch, n in (("batched", args.batch, args.images + args.batch),
-                           ("per-image", 1, args.ref_images)):
-        rule = build(overrides, seed=0)
-        rule.net.to(args.device)
-        rates[name] = throughput(rule, images[:n], batch, args.layer)
-        print(f"{name:9s} batch {batch:3d}: {rates[name]:8.1f} images/s")
+    rule = build(overrides, seed=0)
+    rule.net.to(args.device)
+    rule.calibrate_from(images[: args.batch], 0)  # thresholds as training would set them
+    w0 = rule.weights[args.layer].clone()
+    # same update check on one batch of 16 images
+    ref = reference_update(rule, images[:16], args.layer)
+    rule.update(images[:16], args.layer)
+    diff = float((rule.weights[args.layer] - w0 - ref).abs().max())
+    print(f"max |Δw batched - Δw reference| on 16 images: {diff:.2e} "
+          f"(max |Δw| {float(ref.abs().max()):.2e})")
+    rates = {"batched": throughput(lambda b: rule.update(b, args.layer),
+                                   images, args.batch)}
+    print(f"batched   batch {args.batch:3d}: {rates['batched']:8.1f} images/s")
+    rates["per-image"] = throughput(
+        lambda b: rule.weights[args.layer].add_(reference_update(rule, b, args.layer)),
+        images[: args.ref_images + 1], 1)
+    print(f"per-image batch   1: {rates['per-image']:8.1f} images/s")
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"speed-up {rates['batched'] / rates['per-image']:.1f}x "
           f"(layer conv{args.layer + 1}, {args.threads} threads, {dev})")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
 
@@ -34,6 +35,10 @@ class STDPConfig:
     # Firing threshold per conv layer, as a fraction of the layer's fan-in (C_in * k * k); a layer
     # without an entry uses the last one.
     thresholds: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
+    # adaptive: the first batch a layer sees (again when its training starts) sets its threshold
+    # to this quantile of its units' peak potentials; fixed: ``thresholds`` as given
+    threshold_mode: str = "adaptive"
+    threshold_quantiles: list[float] = field(default_factory=lambda: [0.9, 0.9, 0.9])
     beta: float = 1.0  # membrane decay per step: 1 is integrate-and-fire (the recipe), < 1 leaky
     one_spike: bool = True  # at most one spike per neuron per image (time-to-first-spike code)
     pointwise_inhibition: bool = True  # per position, only the earliest feature fires
@@ -66,10 +71,11 @@ def convergence(w: torch.Tensor) -> float:
 def first_spike_times(spikes: torch.Tensor) -> torch.Tensor:
     """Index of each unit's first spike over the leading time axis; T where it never fires."""
     t = spikes.shape[0]
-    steps = torch.arange(t, device=spikes.device, dtype=spikes.dtype).view(-1, *[1] * (
+    steps = torch.arange(t, device=spikes.device, dtype=torch.int16).view(-1, *[1] * (
         spikes.dim() - 1))
     # a min over the leading axis; argmax there is a strided reduction, ~30x slower on CPU
-    return torch.where(spikes > 0, steps, float(t)).amin(0).long()
+    fired = spikes if spikes.dtype == torch.bool else spikes > 0
+    return torch.where(fired, steps, torch.tensor(t, dtype=torch.int16)).amin(0).long()
 
 
 def spike_train(t_first: torch.Tensor, time_steps: int, dtype: torch.dtype) -> torch.Tensor:
@@ -78,67 +84,123 @@ def spike_train(t_first: torch.Tensor, time_steps: int, dtype: torch.dtype) -> t
     return (steps == t_first.unsqueeze(0)).to(dtype)
 
 
-class FirstSpikeNeuron(nn.Module):
-    """IF/LIF neurons driven by per-step currents; ``run`` also returns the membrane potential.
+def leaky_cumsum(frames: torch.Tensor, beta: float) -> torch.Tensor:
+    """Σ_{s≤t} β^{t−s} x_s over the leading time axis: an IF/LIF membrane without reset."""
+    if beta == 1.0:
+        return frames.cumsum(0)
+    v = frames.clone()
+    for t in range(1, len(v)):
+        v[t].add_(v[t - 1], alpha=beta)
+    return v
 
-    With ``one_spike`` the membrane is never reset: the first threshold crossing is the only spike,
-    so the potential is a (leaky) cumulative sum computed without a time loop.
+
+def cumulative_frames(t_in: torch.Tensor, time_steps: int, beta: float,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``leaky_cumsum`` of one-spike trains given by their spike times ``[B, C, H, W]``, built
+    directly: 1[t_in ≤ t]·β^{t−t_in}. A conv of these frames is the layer's membrane potential."""
+    steps = torch.arange(time_steps, device=t_in.device).view(-1, *[1] * t_in.dim())
+    fired = t_in.unsqueeze(0) <= steps
+    if beta == 1.0:
+        return fired.to(dtype)
+    decay = torch.pow(beta, (steps - t_in.unsqueeze(0)).clamp(min=0).to(dtype))
+    return torch.where(fired, decay, torch.zeros((), dtype=dtype, device=t_in.device))
+
+
+def order_key(t_first: torch.Tensor, v_first: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """A float64 key whose ascending order is: earlier spike first, then larger potential at that
+    time; units that never fire get +inf. Ties fall to the lower index (argmin's first hit)."""
+    scale = 2.0 * (float(v_first.abs().max()) + 1.0) if v_first.numel() else 1.0
+    key = t_first.double().mul_(scale).sub_(v_first)
+    return key.masked_fill(t_first >= time_steps, math.inf)
+
+
+def pointwise_mask(t_first: torch.Tensor, v_first: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """Mask ``[B, C, H, W]`` keeping, per position, the feature that fires first (ties: the larger
+    potential at that time, then the lower index)."""
+    best = order_key(t_first, v_first, time_steps).argmin(1, keepdim=True)
+    chans = torch.arange(t_first.shape[1], device=t_first.device).view(1, -1, 1, 1)
+    return chans == best
+
+
+class FirstSpikeNeuron(nn.Module):
+    """IF/LIF neurons; with ``one_spike`` the membrane is never reset, so the first threshold
+    crossing is the only spike and the potential is a (leaky) running sum of the input current.
+
+    The threshold is a buffer. With ``quantile`` set it is adaptive: the first batch the neuron
+    sees (or the next one after ``recalibrate()``) sets it to that quantile of the peak potentials
+    of its units that received any input, so every layer fires whatever its fan-in and input
+    statistics. ``fire`` works on potentials ``[T, B, C, H, W]`` and returns first-spike times and
+    the potential at that time ``[B, C, H, W]`` (after pointwise inhibition); ``forward`` takes input
+    currents and returns spike trains, as the backbone expects.
     """
 
     spiking = True
 
-    def __init__(self, threshold: float, beta: float, one_spike: bool, pointwise: bool) -> None:
+    def __init__(self, threshold: float, beta: float, one_spike: bool, pointwise: bool,
+                 quantile: float | None = None) -> None:
         super().__init__()
-        self.threshold, self.beta = threshold, beta
-        self.one_spike, self.pointwise = one_spike, pointwise
+        self.beta, self.one_spike, self.pointwise, self.quantile = (beta, one_spike, pointwise,
+                                                                    quantile)
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("calibrated", torch.tensor(quantile is None))
 
-    def potential(self, current: torch.Tensor) -> torch.Tensor:
-        """Membrane potential without reset: a leaky running sum, stepped in place over time
-        (a strided cumsum over the leading axis is several times slower on CPU)."""
-        v = current.clone()
-        for t in range(1, len(v)):
-            v[t].add_(v[t - 1], alpha=self.beta)
-        return v
+    def recalibrate(self) -> None:
+        """Set the threshold again from the next batch (adaptive mode only)."""
+        if self.quantile is not None:
+            self.calibrated.fill_(False)
 
-    def run(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spikes and potentials ``[T, B, C, H, W]`` for input currents of the same shape."""
-        if not self.one_spike:
-            v, spikes, pots = torch.zeros_like(current[0]), [], []
-            for cur in current:
-                v = self.beta * v + cur
-                pots.append(v)
-                s = (v >= self.threshold).to(cur.dtype)
-                spikes.append(s)
-                v = v * (1 - s)
-            return torch.stack(spikes), torch.stack(pots)
-        v = self.potential(current)
-        spikes = spike_train(first_spike_times((v >= self.threshold).to(v.dtype)), len(v),
-                             v.dtype)
+    def calibrate(self, v: torch.Tensor) -> None:
+        if bool(self.calibrated):
+            return
+        peak = v.amax(0).flatten()
+        peak = peak[peak > 0]
+        if peak.numel():
+            k = max(1, min(peak.numel(), int(math.ceil(self.quantile * peak.numel()))))
+            self.threshold.fill_(float(peak.kthvalue(k).values))
+        self.calibrated.fill_(True)
+
+    def fire(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-spike times (T: none) and potentials there for membrane potentials ``v``."""
+        self.calibrate(v)
+        t_steps = len(v)
+        above = v >= self.threshold
+        if self.beta == 1.0:
+            # inputs and weights are non-negative, so an IF membrane only rises: count crossings
+            count = (above.view(torch.uint8).sum(0, dtype=torch.uint8) if t_steps < 256
+                     else above.sum(0))
+            t_first = t_steps - count.long()
+        else:
+            t_first = first_spike_times(above)
+        v_first = v.gather(0, t_first.clamp(max=t_steps - 1).unsqueeze(0)).squeeze(0)
+        silent = t_first >= t_steps
         if self.pointwise:
-            spikes = spikes * pointwise_winner(spikes, v).unsqueeze(0)
-        return spikes, v
+            silent = silent | ~pointwise_mask(t_first, v_first, t_steps)
+            t_first = t_first.masked_fill(silent, t_steps)
+        return t_first, v_first.masked_fill(silent, 0.0)
+
+    def run_reset(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes and potentials ``[T, B, C, H, W]`` with reset to zero (``one_spike=false``)."""
+        v, spikes, pots = torch.zeros_like(current[0]), [], []
+        for cur in current:
+            v = self.beta * v + cur
+            pots.append(v)
+            s = (v >= self.threshold).to(cur.dtype)
+            spikes.append(s)
+            v = v * (1 - s)
+        return torch.stack(spikes), torch.stack(pots)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        return self.run(current)[0]
+        if not self.one_spike:
+            if not bool(self.calibrated):
+                self.calibrate(leaky_cumsum(current, self.beta))
+            return self.run_reset(current)[0]
+        t_first, _ = self.fire(leaky_cumsum(current, self.beta))
+        return spike_train(t_first, len(current), current.dtype)
 
 
-def spike_rank(spikes: torch.Tensor, potential: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-spike time and the potential at that time per unit (0 where it never fires)."""
-    t_first = first_spike_times(spikes)
-    idx = t_first.clamp(max=spikes.shape[0] - 1).unsqueeze(0)
-    v_first = potential.gather(0, idx).squeeze(0)
-    return t_first, torch.where(t_first < spikes.shape[0], v_first, torch.zeros_like(v_first))
-
-
-def pointwise_winner(spikes: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
-    """Mask ``[B, C, H, W]`` keeping, per position, the feature that fires first (ties: the larger
-    potential at that time, then the lower index)."""
-    t_first, v_first = spike_rank(spikes, potential)
-    earliest = t_first.min(1, keepdim=True).values
-    score = torch.where(t_first == earliest, v_first, torch.full_like(v_first, -1.0))
-    best = score.argmax(1, keepdim=True)
-    chans = torch.arange(spikes.shape[2], device=spikes.device).view(1, -1, 1, 1)
-    return (chans == best).to(spikes.dtype)
+def pool_times(t_first: torch.Tensor, kernel: int = 2) -> torch.Tensor:
+    """Earliest spike time in each pooling window."""
+    return (-F.max_pool2d(-t_first.float(), kernel)).long()
 
 
 class FirstSpikePool(nn.Module):
@@ -153,9 +215,8 @@ class FirstSpikePool(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         seq = frames.unflatten(0, (self.time_steps, -1))
-        t_first = first_spike_times(seq).to(frames.dtype)
-        pooled = -F.max_pool2d(-t_first, self.kernel)
-        return spike_train(pooled.long(), self.time_steps, frames.dtype).flatten(0, 1)
+        pooled = pool_times(first_spike_times(seq), self.kernel)
+        return spike_train(pooled, self.time_steps, frames.dtype).flatten(0, 1)
 
 
 def dog_kernel(sigmas: list[float], size: int) -> torch.Tensor:
@@ -200,55 +261,55 @@ class Winners:
     time: torch.Tensor
 
 
-def k_winners(spikes: torch.Tensor, potential: torch.Tensor, k: int, radius: int) -> Winners:
+def k_winners(t_first: torch.Tensor, v_first: torch.Tensor, time_steps: int, k: int,
+              radius: int) -> Winners:
     """Per image, up to k winners: repeatedly the earliest-firing neuron (ties: larger potential,
-    then lower flat index); its feature map and a (2r+1)^2 neighbourhood in every map drop out."""
-    t, b, c, h, w = spikes.shape
-    t_first, v_first = spike_rank(spikes, potential)
-    avail = t_first < t
-    ys = torch.arange(h, device=spikes.device).view(1, 1, h, 1)
-    xs = torch.arange(w, device=spikes.device).view(1, 1, 1, w)
-    chans = torch.arange(c, device=spikes.device).view(1, c, 1, 1)
-    rows = torch.arange(b, device=spikes.device)
+    then lower flat index); its feature map and a (2r+1)^2 neighbourhood in every map drop out.
+    Times and potentials are ``[B, C, H, W]``; each round is one argmin over the batch."""
+    b, c, h, w = t_first.shape
+    dev = t_first.device
+    key = order_key(t_first, v_first, time_steps)
+    rows = torch.arange(b, device=dev)
+    offs = torch.arange(-radius, radius + 1, device=dev)
     found: list[tuple[torch.Tensor, ...]] = []
-    big = torch.full_like(t_first, t)
     for _ in range(k):
-        t_av = torch.where(avail, t_first, big)
-        earliest = t_av.flatten(1).min(1).values
-        ok = earliest < t
-        score = torch.where(avail & (t_first == earliest.view(-1, 1, 1, 1)), v_first,
-                            torch.full_like(v_first, -1.0))
-        flat = score.flatten(1).argmax(1)
+        best, flat = key.flatten(1).min(1)
+        ok = torch.isfinite(best)
+        if not bool(ok.any()):
+            break
         f, rem = flat // (h * w), flat % (h * w)
         yy, xx = rem // w, rem % w
-        found.append((rows[ok], f[ok], yy[ok], xx[ok], earliest[ok]))
-        drop = (chans == f.view(-1, 1, 1, 1)) | (
-            ((ys - yy.view(-1, 1, 1, 1)).abs() <= radius)
-            & ((xs - xx.view(-1, 1, 1, 1)).abs() <= radius)
-        )
-        avail = avail & ~(drop & ok.view(-1, 1, 1, 1))
+        r, f, yy, xx = rows[ok], f[ok], yy[ok], xx[ok]
+        found.append((r, f, yy, xx, t_first[r, f, yy, xx]))
+        key[r, f] = math.inf
+        ny = (yy.view(-1, 1) + offs).clamp(0, h - 1)  # clamped rows stay inside the window
+        nx = (xx.view(-1, 1) + offs).clamp(0, w - 1)
+        key.permute(0, 2, 3, 1)[r.view(-1, 1, 1), ny.view(len(r), -1, 1),
+                                nx.view(len(r), 1, -1)] = math.inf
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return Winners(empty, empty, empty, empty, empty)
     parts = [torch.cat([f[i] for f in found]) for i in range(5)]
     return Winners(*parts)
 
 
 def stdp_counts(
-    pre_spikes: torch.Tensor, win: Winners, n_features: int, kernel: int
+    t_pre: torch.Tensor, win: Winners, n_features: int, kernel: int, time_steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per feature and weight: how many winning events had that input spike no later than the
-    winner (LTP), and how many events each feature had. Inputs are ``[T, B, C_in, H, W]``."""
-    t = pre_spikes.shape[0]
-    t_pre = first_spike_times(pre_spikes).to(pre_spikes.dtype)
+    winner (LTP), and how many events each feature had. ``t_pre`` holds input first-spike times
+    ``[B, C_in, H, W]`` (T: none)."""
     pad = kernel // 2
-    padded = F.pad(t_pre, (pad,) * 4, value=float(t))
+    padded = F.pad(t_pre.float(), (pad,) * 4, value=float(time_steps))
     offs = torch.arange(kernel, device=padded.device)
     chans = torch.arange(padded.shape[1], device=padded.device)
     patches = padded[win.image.view(-1, 1, 1, 1), chans.view(1, -1, 1, 1),
                      (win.y.view(-1, 1) + offs).view(-1, 1, kernel, 1),
                      (win.x.view(-1, 1) + offs).view(-1, 1, 1, kernel)].flatten(1)
-    ltp = (patches <= win.time.to(patches.dtype).unsqueeze(1)).to(pre_spikes.dtype)
-    n_ltp = torch.zeros(n_features, patches.shape[1], dtype=pre_spikes.dtype,
-                        device=pre_spikes.device).index_add_(0, win.feature, ltp)
-    events = torch.bincount(win.feature, minlength=n_features).to(pre_spikes.dtype)
+    ltp = (patches <= win.time.float().unsqueeze(1)).float()
+    n_ltp = torch.zeros(n_features, patches.shape[1], device=padded.device).index_add_(
+        0, win.feature, ltp)
+    events = torch.bincount(win.feature, minlength=n_features).float()
     return n_ltp, events
 
 
@@ -260,7 +321,7 @@ def soft_bound_update(
     drive = a_plus * n_ltp - a_minus * (events.unsqueeze(1) - n_ltp)
     if reduce == "mean":
         drive = drive / events.clamp(min=1).unsqueeze(1)
-    return w * (1 - w) * drive.view_as(w)
+    return w * (1 - w) * drive.view_as(w).to(w.dtype)
 
 
 def learning_rates(cfg: STDPConfig, images_seen: int) -> tuple[float, float]:
@@ -273,29 +334,51 @@ def _fold(layer: Any, x: torch.Tensor) -> torch.Tensor:
     return layer(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+@dataclass
+class LayerIO:
+    """What one conv layer saw for a batch: input first-spike times, output first-spike times
+    and the potentials there (after pointwise inhibition), all ``[B, C, H, W]``."""
+
+    t_pre: torch.Tensor
+    t_post: torch.Tensor
+    v_post: torch.Tensor
+
+
 class STDP(Rule):
     """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
 
     schema = STDPConfig
 
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
+        rule, enc, steps = cfg.rule, cfg.encoding.name, cfg.neuron.time_steps
+        if enc not in ("latency", "poisson") or steps < 2:
+            raise ConfigError(
+                f"rule=stdp needs spike input: encoding={enc} with neuron.time_steps={steps}; "
+                "use encoding=latency (or poisson) and neuron.time_steps >= 2")
+        if rule.reduce not in ("sum", "mean"):
+            raise ConfigError(f"rule.reduce={rule.reduce!r} is not one of sum, mean")
+        if rule.threshold_mode not in ("fixed", "adaptive"):
+            raise ConfigError(f"rule.threshold_mode={rule.threshold_mode!r} is not one of fixed, "
+                             "adaptive")
+        if any(not 0 < q < 1 for q in rule.threshold_quantiles):
+            raise ConfigError(f"rule.threshold_quantiles={rule.threshold_quantiles} must lie in "
+                             "(0, 1)")
+        if rule.pointwise_inhibition and not rule.one_spike:
+            raise ConfigError("rule.pointwise_inhibition=true needs rule.one_spike=true")
+        if not 0 < rule.beta <= 1:
+            raise ConfigError(f"rule.beta={rule.beta} must lie in (0, 1]")
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.reduce not in ("sum", "mean"):
-            raise ValueError(f"rule.reduce={cfg.reduce!r} is not one of sum, mean")
         enc = net.encoder
-        if enc.cfg.name not in ("latency", "poisson") or enc.time_steps < 2:
-            raise ValueError(
-                f"rule=stdp needs spike input: encoding={enc.cfg.name} with "
-                f"neuron.time_steps={enc.time_steps}; use encoding=latency (or poisson) and "
-                "neuron.time_steps >= 2"
-            )
-        if cfg.pointwise_inhibition and not cfg.one_spike:
-            raise ValueError("rule.pointwise_inhibition=true needs rule.one_spike=true")
         self.time_steps = enc.time_steps
         if cfg.dog:
             net.encoder = DoGEncoder(enc, cfg.dog_sigmas, cfg.dog_size)
         blocks = net.backbone.blocks
         device = blocks[0].conv.weight.device
+        adaptive = cfg.threshold_mode == "adaptive"
         for i, block in enumerate(blocks):
             conv = block.conv
             if i == 0 and cfg.dog:
@@ -307,8 +390,10 @@ class STDP(Rule):
             block.conv = conv.to(device)
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
             block.bn = nn.Identity()
-            block.neuron = FirstSpikeNeuron(_per_layer(cfg.thresholds, i) * fan_in, cfg.beta,
-                                            cfg.one_spike, cfg.pointwise_inhibition)
+            block.neuron = FirstSpikeNeuron(
+                _per_layer(cfg.thresholds, i) * fan_in, cfg.beta, cfg.one_spike,
+                cfg.pointwise_inhibition,
+                _per_layer(cfg.threshold_quantiles, i) if adaptive else None).to(device)
             if cfg.one_spike:
                 block.pool = FirstSpikePool(self.time_steps)
         self.n_layers = len(blocks)
@@ -317,6 +402,9 @@ class STDP(Rule):
         self.wins = [torch.zeros(b.conv.out_channels, dtype=torch.long) for b in blocks]
         self.images = 0
         self.rows: list[dict[str, Any]] = []
+        self._last_images: torch.Tensor | None = None
+        self._last_weights: list[torch.Tensor] | None = None
+        self._last_wins: list[torch.Tensor] = [w.clone() for w in self.wins]
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -327,45 +415,85 @@ class STDP(Rule):
         return self.layer >= self.n_layers
 
     @torch.no_grad()
-    def layer_io(self, images: torch.Tensor, layer: int) -> tuple[torch.Tensor, ...]:
-        """Input spikes, output spikes and potentials of conv block ``layer`` for a batch."""
-        x = self.net.encoder(images)
-        for i, block in enumerate(self.net.backbone.blocks[: layer + 1]):
-            spikes, v = block.neuron.run(_fold(block.conv, x))
-            if i == layer:
-                return x, spikes, v
-            x = _fold(block.pool, spikes)
-        raise IndexError(layer)
+    def layer_io(self, images: torch.Tensor, layer: int) -> LayerIO:
+        """Input and output first-spike times of conv block ``layer`` for a batch. Between
+        layers only the times ``[B, C, H, W]`` travel; each conv runs once on the cumulative
+        (leaky) input frames, which gives the membrane potential directly."""
+        return self.all_io(images, layer)[layer]
+
+    @torch.no_grad()
+    def all_io(self, images: torch.Tensor, last: int | None = None) -> list[LayerIO]:
+        """``LayerIO`` of conv blocks 0..``last`` (default: all)."""
+        blocks = self.net.backbone.blocks
+        last = len(blocks) - 1 if last is None else last
+        steps, beta = self.time_steps, self.cfg.beta
+        x = self.net.encoder(images)  # [T, B, C, H, W] input spikes
+        t_in = first_spike_times(x)
+        cum = leaky_cumsum(x, beta)
+        out: list[LayerIO] = []
+        for i, block in enumerate(blocks[: last + 1]):
+            neuron = block.neuron
+            if neuron.one_spike:
+                t_out, v_out = neuron.fire(_fold(block.conv, cum))
+            else:
+                current = _fold(block.conv, x)
+                if not bool(neuron.calibrated):
+                    neuron.calibrate(leaky_cumsum(current, beta))
+                spikes, pots = neuron.run_reset(current)
+                t_out = first_spike_times(spikes)
+                v_out = pots.gather(0, t_out.clamp(max=steps - 1).unsqueeze(0)).squeeze(0)
+                v_out = v_out.masked_fill(t_out >= steps, 0.0)
+            out.append(LayerIO(t_in, t_out, v_out))
+            if i < last:
+                if neuron.one_spike:
+                    t_in = pool_times(t_out)
+                    cum = cumulative_frames(t_in, steps, beta, x.dtype)
+                else:
+                    x = _fold(block.pool, spikes)
+                    t_in, cum = first_spike_times(x), leaky_cumsum(x, beta)
+        return out
+
+    @torch.no_grad()
+    def calibrate_from(self, images: torch.Tensor, layer: int) -> None:
+        """Set the adaptive thresholds of ``layer`` and the layers above from ``images``: called
+        when a layer's training starts, since its input has changed with the layers below."""
+        for b in self.net.backbone.blocks[layer:]:
+            b.neuron.recalibrate()
+        self.all_io(images)
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, layer: int) -> dict[str, Any]:
         """One batched STDP step on ``layer``; returns what the step saw (for dynamics)."""
         cfg, block = self.cfg, self.net.backbone.blocks[layer]
-        pre, spikes, v = self.layer_io(images, layer)
-        win = k_winners(spikes, v, _per_layer(cfg.k_winners, layer),
+        io = self.layer_io(images, layer)
+        win = k_winners(io.t_post, io.v_post, self.time_steps, _per_layer(cfg.k_winners, layer),
                         _per_layer(cfg.inhibition_radius, layer))
         w = block.conv.weight
-        n_ltp, events = stdp_counts(pre, win, w.shape[0], w.shape[-1])
+        n_ltp, events = stdp_counts(io.t_pre, win, w.shape[0], w.shape[-1], self.time_steps)
         a_plus, a_minus = learning_rates(cfg, self.seen[layer])
         w.add_(soft_bound_update(w, n_ltp, events, a_plus, a_minus, cfg.reduce)).clamp_(0, 1)
         self.wins[layer] += events.long().cpu()
-        return {"spikes": spikes, "events": events, "a_plus": a_plus}
+        return {"io": io, "events": events, "a_plus": a_plus}
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        self._last_images = images[:64].detach()
         if self.done:
             return 0.0, 0
         layer = self.layer
+        if self.seen[layer] == 0 and self.cfg.threshold_mode == "adaptive":
+            self.calibrate_from(images, layer)
         seen = self.update(images, layer)
         n = len(images)
         self.seen[layer] += n
         self.images += n
         c = convergence(self.weights[layer])
-        spikes = seen["spikes"]
+        fired = seen["io"].t_post < self.time_steps
         self.rows.append({
             "images": self.images, "layer": layer, "a_plus": seen["a_plus"], "C": c,
-            "rate": float(spikes.sum(0).mean()),
+            "threshold": float(self.net.backbone.blocks[layer].neuron.threshold),
+            "rate": float(fired.float().mean()),
             "winners": int((seen["events"] > 0).sum()),
-            "silent": float((spikes.sum((0, 1, 3, 4)) == 0).float().mean()),
+            "silent": float((fired.sum((0, 2, 3)) == 0).float().mean()),
         })
         if self.seen[layer] >= _per_layer(self.cfg.layer_images, layer) or (
             c < self.cfg.convergence_stop
@@ -374,9 +502,57 @@ class STDP(Rule):
         return 0.0, 0
 
     def log_rows(self) -> list[dict[str, Any]]:
-        """Per batch: images seen, layer in training, learning rate, convergence C, firing rate,
-        WTA winners and the share of silent features."""
+        """Per batch: images seen, layer in training, learning rate, convergence C, threshold,
+        firing rate (share of units that spike), WTA winners and the share of silent features."""
         return self.rows
+
+    @torch.no_grad()
+    def dynamics(self, bins: int = 20) -> dict[str, np.ndarray]:
+        """The rule's state now, per conv layer ``conv<i>_<name>``: weight mean, std, histogram
+        (``bins`` fixed bins on [0, 1]), share at the bounds (< 0.01 or > 0.99), C, mean |Δw| and
+        max |Δw| since the last call; on the last training batch (up to 64 images): firing rate,
+        spike-time histogram (T + 1 bins, the last one silent units), share of silent features;
+        WTA winners since the last call (distinct features and wins per feature); Conv1 receptive
+        fields ``[C, k, k]`` with their orientation index and preferred orientation."""
+        out: dict[str, np.ndarray] = {}
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        out["weight_bin_edges"] = edges
+        weights = [w.detach().double().cpu() for w in self.weights]
+        for i, w in enumerate(weights):
+            p = f"conv{i + 1}_"
+            flat = w.flatten().numpy()
+            out[p + "w_mean"] = np.array(flat.mean())
+            out[p + "w_std"] = np.array(flat.std())
+            out[p + "w_hist"] = np.histogram(flat, edges)[0]
+            out[p + "at_bounds"] = np.array(((flat < 0.01) | (flat > 0.99)).mean())
+            out[p + "C"] = np.array(convergence(w))
+            prev = self._last_weights[i] if self._last_weights else w
+            out[p + "dw_mean_abs"] = np.array(float((w - prev).abs().mean()))
+            out[p + "dw_max_abs"] = np.array(float((w - prev).abs().max()))
+            new_wins = self.wins[i] - self._last_wins[i]
+            out[p + "wins"] = new_wins.numpy()
+            out[p + "winners"] = np.array(int((new_wins > 0).sum()))
+            out[p + "threshold"] = np.array(float(self.net.backbone.blocks[i].neuron.threshold))
+        self._last_weights = weights
+        self._last_wins = [w.clone() for w in self.wins]
+        if self._last_images is not None:
+            was = self.net.training
+            ios = self.all_io(self._last_images.to(self.weights[0].device))
+            self.net.train(was)
+            for i, io in enumerate(ios):
+                p = f"conv{i + 1}_"
+                t = io.t_post.cpu()
+                fired = t < self.time_steps
+                out[p + "rate"] = np.array(float(fired.float().mean()))
+                out[p + "spike_time_hist"] = torch.bincount(
+                    t.flatten(), minlength=self.time_steps + 1).numpy()
+                out[p + "silent"] = np.array(float((fired.sum((0, 2, 3)) == 0).float().mean()))
+        rf = effective_rf(self.weights[0])
+        index, preferred = orientation_tuning(self.weights[0])
+        out["conv1_rf"] = rf.numpy()
+        out["conv1_orientation_index"] = index
+        out["conv1_preferred_orientation"] = preferred
+        return out
 
     def usage(self, layer: int) -> dict[str, float]:
         """How the competition spread over features: share of features that never won, and the
@@ -393,6 +569,7 @@ class STDP(Rule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layer, self.seen, self.images = state["layer"], list(state["seen"]), state["images"]
         self.wins = [w.clone() for w in state["wins"]]
+        self._last_wins = [w.clone() for w in self.wins]
 
 
 def effective_rf(weight: torch.Tensor) -> torch.Tensor:

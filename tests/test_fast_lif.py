@@ -1,0 +1,142 @@
+"""The fused LIF path (neuron.impl=fast) against each backend's idiomatic library loop:
+identical spikes, gradients equal to float tolerance, and every tensor following .to()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snnrsa.config import NeuronConfig
+from snnrsa.network import Network
+from snnrsa.neurons import DEFAULT_IMPL, NorseLIF, SnntorchLIF, make_neuron
+
+from conftest import typed_cfg
+
+CASES = [
+    ("snntorch_lif", "zero", "fast_sigmoid", 1.0),
+    ("snntorch_lif", "zero", "fast_sigmoid", 25.0),
+    ("snntorch_lif", "zero", "atan", 2.0),
+    ("snntorch_lif", "subtract", "fast_sigmoid", 1.0),
+    ("snntorch_lif", "subtract", "atan", 2.0),
+    ("norse_lif", "zero", "fast_sigmoid", 1.0),
+]
+
+
+def _neuron(name, reset, sur, slope, impl, beta=0.9):
+    cfg = NeuronConfig(name=name, time_steps=8, beta=beta, threshold=1.0, reset=reset,
+                       surrogate=sur, surrogate_slope=slope)
+    return make_neuron(cfg, impl)
+
+
+@pytest.mark.parametrize("name,reset,sur,slope", CASES)
+@pytest.mark.parametrize("static", [False, True])
+def test_fast_neuron_matches_library_loop(name, reset, sur, slope, static) -> None:
+    torch.manual_seed(0)
+    T, shape = 12, (3, 6, 5, 5)
+    if static:  # analog input: one current expanded over time (stride 0), as ConvBlock.current
+        base = (torch.randn(shape) * 0.6 + 0.3).requires_grad_()
+        x = base.unsqueeze(0).expand(T, *shape)
+        leaf = base
+    else:
+        leaf = (torch.randn(T, *shape) * 0.8 + 0.3).requires_grad_()
+        x = leaf
+    w = torch.randn(T, *shape)
+    got = {}
+    for impl in ("library", "fast"):
+        out = _neuron(name, reset, sur, slope, impl)(x)
+        (g,) = torch.autograd.grad((out * w).sum(), leaf)
+        got[impl] = (out, g)
+    (s_lib, g_lib), (s_fast, g_fast) = got["library"], got["fast"]
+    assert torch.equal(s_lib, s_fast)
+    assert 0.05 < float(s_lib.mean()) < 0.95, "too few/many spikes for a meaningful comparison"
+    torch.testing.assert_close(g_fast, g_lib, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the no-grad path (two rolling buffers) gives the same spikes
+        assert torch.equal(_neuron(name, reset, sur, slope, "fast")(x), s_lib)
+
+
+def test_norse_and_snntorch_reset_gradients_differ_as_documented() -> None:
+    """Same spikes, different surrogate gradients (snntorch detaches the reset, norse does not):
+    the fast path must reproduce each backend, not one shared gradient."""
+    torch.manual_seed(1)
+    x = (torch.randn(10, 4, 50) * 0.8 + 0.4).requires_grad_()
+    grads, spikes = {}, {}
+    for name in ("snntorch_lif", "norse_lif"):
+        out = _neuron(name, "zero", "fast_sigmoid", 1.0, "fast")(x)
+        spikes[name] = out
+        (grads[name],) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(spikes["snntorch_lif"], spikes["norse_lif"])
+    assert not torch.allclose(grads["snntorch_lif"], grads["norse_lif"])
+
+
+@pytest.mark.parametrize("backend", ["snntorch_lif", "norse_lif"])
+@pytest.mark.parametrize("encoding", ["analog", "poisson", "latency"])
+def test_fast_network_matches_library_network(backend: str, encoding: str) -> None:
+    """Whole network in training mode: every layer's spikes equal, every parameter's gradient close."""
+    cfg = typed_cfg([f"neuron={backend}", f"encoding={encoding}", "neuron.time_steps=6"])
+    results = {}
+    for impl in ("library", "fast"):
+        torch.manual_seed(3)
+        net = Network(cfg, 10)
+        for layer in [*net.backbone.blocks, *net.backbone.fcs]:
+            layer.neuron.impl = impl
+        net.train()
+        torch.manual_seed(4)
+        x = torch.rand(4, 3, 32, 32)
+        y = torch.tensor([0, 1, 2, 3])
+        scores, outs = net.run(x)
+        torch.nn.functional.cross_entropy(scores, y).backward()
+        results[impl] = (outs, {n: p.grad.clone() for n, p in net.named_parameters()})
+    (o_lib, g_lib), (o_fast, g_fast) = results["library"], results["fast"]
+    for layer in o_lib:
+        assert torch.equal(o_lib[layer], o_fast[layer]), layer
+    assert sum(float(o.sum()) for o in o_lib.values()) > 0
+    for n in g_lib:
+        torch.testing.assert_close(g_fast[n], g_lib[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert any(float(g.abs().sum()) > 0 for g in g_lib.values())
+
+
+def test_default_impl_is_fast_and_library_is_selectable() -> None:
+    cfg = NeuronConfig(name="snntorch_lif", time_steps=4)
+    assert DEFAULT_IMPL == "fast"
+    assert isinstance(make_neuron(cfg), SnntorchLIF) and make_neuron(cfg).impl == "fast"
+    assert make_neuron(cfg, "library").impl == "library"
+    assert isinstance(make_neuron(NeuronConfig(name="norse_lif"), "library"), NorseLIF)
+    with pytest.raises(ValueError, match="neuron.impl"):
+        make_neuron(cfg, "compiled")
+
+
+@pytest.mark.parametrize("backend", ["snntorch_lif", "norse_lif"])
+def test_every_tensor_follows_the_model(backend: str) -> None:
+    """dtype and device changes reach every parameter and buffer (neurons and encoder included),
+    and the fast path creates nothing on a fixed device: it runs forward and backward on meta."""
+    cfg = typed_cfg([f"neuron={backend}", "neuron.time_steps=4"])
+    torch.manual_seed(0)
+    net64 = Network(cfg, 10).to(torch.float64)
+    tensors = [*net64.parameters(), *net64.buffers()]
+    assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float64}
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    net64.train()
+    out = net64(x)
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    assert all(p.grad.dtype == torch.float64 for p in net64.parameters() if p.grad is not None)
+
+    meta = Network(cfg, 10).to("meta")
+    assert all(t.device.type == "meta" for t in [*meta.parameters(), *meta.buffers()])
+    meta.train()
+    out = meta(torch.rand(2, 3, 32, 32, device="meta"))
+    assert out.device.type == "meta"
+    out.sum().backward()
+    assert all(p.grad.device.type == "meta" for p in meta.parameters() if p.grad is not None)
+
+
+def test_float64_fast_matches_float64_library() -> None:
+    torch.manual_seed(2)
+    x = (torch.randn(8, 3, 40, dtype=torch.float64) * 0.8 + 0.3).requires_grad_()
+    outs = {}
+    for impl in ("library", "fast"):
+        n = _neuron("snntorch_lif", "zero", "fast_sigmoid", 1.0, impl).to(torch.float64)
+        out = n(x)
+        outs[impl] = (out, torch.autograd.grad(out.sum(), x)[0])
+    assert torch.equal(outs["library"][0], outs["fast"][0])
+    torch.testing.assert_close(outs["library"][1], outs["fast"][1])

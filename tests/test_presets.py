@@ -1,0 +1,136 @@
+"""Study presets (experiment=leutenegger2026_* ...), per-rule settings and launcher configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from snnrsa.config import ConfigError, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+THINGS = ["brain.fmri_dir=/data/things-fmri/betas_csv", "brain.images_dir=/data/THINGS/images"]
+STUDY_RULES = ["untrained", "bp", "fa", "pc_published", "stdp_published"]
+# the study's per-rule settings: init, dropout, BN mode at evaluation in the published preset
+EXPECTED = {
+    "untrained": ("default", 0.0, "eval"),
+    "bp": ("default", 0.3, "eval"),
+    "fa": ("kaiming_normal", 0.3, "eval"),
+    "pc_published": ("default", 0.0, "train"),
+    "stdp_published": ("kaiming_normal", 0.0, "train"),
+}
+
+
+def cfg(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("rule", STUDY_RULES)
+def test_published_per_rule_settings(rule: str) -> None:
+    c = resolve(cfg("experiment=leutenegger2026_published", f"study_rule={rule}", *THINGS))
+    init, dropout, bn = EXPECTED[rule]
+    assert (c.rule.name, c.backbone.init, c.backbone.dropout, c.bn_eval_mode) == (
+        rule, init, dropout, bn)
+    assert c.neuron.name == "rate" and c.encoding.name == "analog"
+    assert c.data.name == "cifar10" and c.data.n_train == 8000 and c.data.augment
+    assert c.data.batch_size == 128 and c.data.drop_last
+    assert c.checkpoints == [0, 1, 2, 5, 10, 20, 30, 40]
+    assert c.brain.name == "things" and c.brain.resolution == 224
+    assert c.brain.selection == "exemplar01" and list(c.brain.rois) == [
+        "V1", "V2", "V3", "hV4", "LOC", "IT"]
+    assert c.rsa.layers == ["conv1", "conv2", "conv3", "fc1"] and c.rsa.layer_pooling == "gap"
+    if rule == "stdp_published":
+        assert c.rule.relu_before_bn and c.rule.sign == "as_coded"
+
+
+@pytest.mark.parametrize("rule", STUDY_RULES)
+def test_corrected_sets_bn_eval_for_every_rule(rule: str) -> None:
+    c = resolve(cfg("experiment=leutenegger2026_corrected", f"study_rule={rule}", *THINGS))
+    init, dropout, _ = EXPECTED[rule]
+    assert (c.backbone.init, c.backbone.dropout, c.bn_eval_mode) == (init, dropout, "eval")
+
+
+def test_sweep_parameters_and_fixed_sweep_dirs() -> None:
+    h = cfg("experiment=leutenegger2026_published", hydra=True).hydra
+    assert h.sweeper.params.study_rule == ",".join(STUDY_RULES)
+    assert h.sweeper.params.seed == "42,123,456,789,1337"
+    assert h.sweep.dir == "runs/leutenegger2026_published"
+    r = cfg("experiment=resolution_sweep", hydra=True).hydra
+    assert r.sweeper.params["brain.resolution"] == "32,64,96,128,160,224"
+    assert "res${brain.resolution}" in OmegaConf.to_container(r.sweep)["subdir"]
+    e = cfg("experiment=encoding_swap", hydra=True).hydra
+    assert e.sweeper.params.study_input == "rate_analog,lif_analog,lif_poisson,lif_latency"
+
+
+@pytest.mark.parametrize("preset", ["leutenegger2026_published", "leutenegger2026_corrected",
+                                    "resolution_sweep"])
+def test_things_presets_fail_naming_the_paths(preset: str) -> None:
+    with pytest.raises(ConfigError, match="fmri_dir"):
+        resolve(cfg(f"experiment={preset}"))
+
+
+def test_things_preset_fails_at_start_on_the_command_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snnrsa", "experiment=leutenegger2026_published",
+         f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "fmri_dir" in proc.stderr + proc.stdout
+
+
+def test_replicate_cichy92_and_encoding_swap_resolve() -> None:
+    c = resolve(cfg("experiment=replicate_cichy92", "study_rule=stdp_published"))
+    assert c.brain.name == "rdm_file" and c.brain.selection == "cichy92"
+    assert set(c.brain.rois) == {"EVC", "IT"} and c.brain.resolution == 224
+    assert c.bn_eval_mode == "eval" and c.backbone.init == "kaiming_normal"
+    for name, neuron, enc in (("rate_analog", "rate", "analog"), ("lif_analog", "snntorch_lif",
+                              "analog"), ("lif_poisson", "snntorch_lif", "poisson"),
+                              ("lif_latency", "snntorch_lif", "latency")):
+        c = resolve(cfg("experiment=encoding_swap", f"study_input={name}"))
+        assert (c.rule.name, c.neuron.name, c.encoding.name) == ("bp", neuron, enc)
+        assert c.backbone.dropout == 0.3
+
+
+def test_joblib_launcher_config() -> None:
+    h = cfg("hydra/launcher=local_parallel", hydra=True).hydra
+    assert h.launcher._target_.endswith("JoblibLauncher")
+    assert h.launcher.n_jobs == 2 and h.launcher.backend == "loky"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason="hydra-submitit-launcher not installed")
+@pytest.mark.parametrize("name,target", [("slurm_gpu", "SlurmLauncher"),
+                                         ("submitit_local_gpu", "LocalLauncher")])
+def test_submitit_launcher_configs(name: str, target: str) -> None:
+    h = cfg(f"hydra/launcher={name}", hydra=True).hydra
+    assert h.launcher._target_.endswith(target) and h.launcher.gpus_per_node == 1
+
+
+@pytest.mark.slow
+def test_joblib_sweep_runs_and_rerun_skips(tmp_path, cache_dir) -> None:
+    """Two jobs in parallel worker processes; the same sweep again skips both finished jobs."""
+    from test_main_job import TINY
+
+    env = {**os.environ, "SNNRSA_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "snnrsa", "-m", "hydra/launcher=local_parallel",
+            "rule=bp,untrained", *[a for a in TINY if not a.startswith("checkpoints")],
+            "checkpoints=[0,1]", f"hydra.sweep.dir={tmp_path}",
+            "hydra.sweep.subdir=${rule.name}_seed${seed}"]
+    first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = sorted(p.name for p in tmp_path.iterdir() if (p / "rsa.csv").exists())
+    assert runs == ["bp_seed0", "untrained_seed0"]
+    before = {r: (tmp_path / r / "rsa.csv").stat().st_mtime_ns for r in runs}
+    second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {r: (tmp_path / r / "rsa.csv").stat().st_mtime_ns for r in runs} == before
+    rsa = pd.read_csv(tmp_path / "bp_seed0" / "rsa.csv")
+    assert sorted(rsa.epoch.unique()) == [0, 1]

@@ -1,0 +1,205 @@
+"""Spiking BP training step (forward + backward) vs the convolution bound, and BPTT memory.
+
+Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one shared weight set:
+  bound      the rate network (conv, BN, ReLU, pool, FC) run as T separate passes, summed loss
+  fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default)
+  folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
+  snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
+  norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
+Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
+--encoding analog the first convolution of fast/folded_lib runs once (static input).
+Times: median of --reps interleaved rounds after one warm-up (the machine is shared and noisy;
+only ratios within one run are meaningful). Memory: bytes saved for backward (unique storages,
+counted with saved_tensors_hooks) = the BPTT activation memory, deterministic on any device.
+
+    python tools/bench_backbone.py                 # T = 8 and 16, both backends, memory T = 16, 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from norse.torch import LIFBoxCell, LIFBoxParameters
+
+from snnrsa.backbone import Backbone
+from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.neurons import NORSE_DT
+
+
+def make(backend: str, impl: str, T: int, device) -> Backbone:
+    torch.manual_seed(0)
+    return Backbone(BackboneConfig(), NeuronConfig(name=backend, time_steps=T, impl=impl)
+                    if "impl" in NeuronConfig.__dataclass_fields__ else
+                    _with_impl(NeuronConfig(name=backend, time_steps=T), impl), 10).to(device)
+
+
+def _with_impl(cfg: NeuronConfig, impl: str) -> NeuronConfig:
+    object.__setattr__(cfg, "impl", impl)
+    return cfg
+
+
+def rate_bound_loss(net: Backbone, seq: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """T separate rate-network passes over the same frames (conv, BN, ReLU, pool, FC, head)."""
+    loss = 0.0
+    for frame in seq:
+        x = frame
+        for blk in net.blocks:
+            x = blk.pool(torch.relu(blk.bn(blk.conv(x))))
+        x = x.flatten(1)
+        for fc in net.fcs:
+            x = torch.relu(fc.linear(x))
+        loss = loss + F.cross_entropy(net.head(x), y)
+    return loss / seq.shape[0]
+
+
+def idiomatic_loss(net: Backbone, seq: torch.Tensor, y: torch.Tensor, lib: str) -> torch.Tensor:
+    """The library tutorials' way: one time step through the whole network at a time."""
+    layers = [*net.blocks, *net.fcs]
+    if lib == "snntorch":
+        cells = [layer.neuron.lif for layer in layers]
+        state = [None] * len(layers)
+    else:
+        cells = []
+        for layer in layers:
+            n = layer.neuron
+            p = LIFBoxParameters(tau_mem_inv=n.tau_mem_inv, v_th=n.v_th,
+                                 v_leak=torch.zeros_like(n.v_th), v_reset=torch.zeros_like(n.v_th),
+                                 method="super")
+            cells.append((LIFBoxCell(p=p, dt=NORSE_DT), n.input_scale))
+        state = [None] * len(layers)
+    out = 0.0
+    for frame in seq:
+        x = frame
+        for i, layer in enumerate(layers):
+            cur = layer.bn(layer.conv(x)) if i < len(net.blocks) else layer.linear(x)
+            if lib == "snntorch":
+                mem = torch.zeros_like(cur) if state[i] is None else state[i]
+                x, state[i] = cells[i](cur, mem)
+            else:
+                cell, scale = cells[i]
+                x, state[i] = cell(cur * scale, state[i])
+            if i < len(net.blocks):
+                x = layer.pool(x)
+            if i == len(net.blocks) - 1:
+                x = x.flatten(1)
+        out = out + net.head(x)
+    return F.cross_entropy(out / seq.shape[0], y)
+
+
+def folded_loss(net: Backbone, seq, y, static: bool) -> torch.Tensor:
+    head, _ = net(seq, static=static)
+    return F.cross_entropy(head.mean(0), y)
+
+
+def step(fn) -> float:
+    t0 = time.perf_counter()
+    loss = fn()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def saved_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            try:
+                st = t.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+            except RuntimeError:
+                pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn()
+    loss.backward()
+    return sum(seen.values())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--backends", nargs="+", default=["snntorch_lif", "norse_lif"])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--encoding", default="poisson", choices=["poisson", "analog"])
+    ap.add_argument("--mem-steps", type=int, nargs="*", default=[16, 32])
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    static = args.encoding == "analog"
+    print(f"# bench_backbone: device={dev} threads={torch.get_num_threads()} batch={args.batch} "
+          f"encoding={args.encoding} torch={torch.__version__}")
+    ratios = []
+    for T in args.steps:
+        g = torch.Generator().manual_seed(1)
+        imgs = torch.rand(args.batch, 3, 32, 32, generator=g)
+        if static:
+            seq = imgs.unsqueeze(0).expand(T, *imgs.shape).to(dev)
+        else:
+            seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g).to(dev)
+        y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+        cases = {}
+        rate = make("rate", "fast", 1, dev).train()
+        cases["bound"] = lambda: rate_bound_loss(rate, seq, y)
+        for backend in args.backends:
+            fast = make(backend, "fast", T, dev).train()
+            lib = make(backend, "library", T, dev).train()
+            cases[f"{backend}:fast"] = (lambda n: lambda: folded_loss(n, seq, y, static))(fast)
+            cases[f"{backend}:folded_lib"] = (lambda n: lambda: folded_loss(n, seq, y, static))(lib)
+            lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
+            cases[f"{backend}:{lib_name}"] = (
+                lambda n, ln: lambda: idiomatic_loss(n, seq, y, ln))(lib, lib_name)
+        times = {k: [] for k in cases}
+        for k, fn in cases.items():  # warm-up
+            step(fn)
+        for _ in range(args.reps):
+            for k, fn in cases.items():
+                sync()
+                t0 = time.perf_counter()
+                fn().backward()
+                sync()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        b = med["bound"]
+        print(f"\nT={T}  {'case':32s} {'s/step':>8s} {'x bound':>8s}")
+        for k, v in med.items():
+            print(f"T={T}  {k:32s} {v:8.3f} {v / b:8.2f}")
+        for backend in args.backends:
+            lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
+            f = med[f"{backend}:fast"]
+            print(f"T={T}  {backend}: fast is {med[f'{backend}:{lib_name}'] / f:.2f}x the idiomatic "
+                  f"{lib_name} loop, {med[f'{backend}:folded_lib'] / f:.2f}x the folded library loop")
+            ratios.append((backend, T, f / b))
+    if args.mem_steps:
+        print(f"\n{'T':>3s} {'case':32s} {'MiB saved for backward':>24s}")
+        for T in args.mem_steps:
+            g = torch.Generator().manual_seed(1)
+            imgs = torch.rand(args.batch, 3, 32, 32, generator=g)
+            seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g).to(dev)
+            y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+            rate = make("rate", "fast", 1, dev).train()
+            mem = {"bound": saved_bytes(lambda: rate_bound_loss(rate, seq, y))}
+            for backend in args.backends[:1]:
+                for impl in ("fast", "library"):
+                    net = make(backend, impl, T, dev).train()
+                    mem[f"{backend}:{impl}"] = saved_bytes(lambda: folded_loss(net, seq, y, False))
+            for k, v in mem.items():
+                print(f"{T:3d} {k:32s} {v / 2**20:24.0f}")
+    print()
+    for backend, T, r in ratios:
+        print(f"bound_ratio {backend} T={T} {r:.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
