@@ -31,13 +31,29 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
         self.neuron = make_neuron(neuron)
         self.pool = nn.MaxPool2d(2)
+        self.fold_bn = False
+
+    def _conv_bn(self, f: torch.Tensor) -> torch.Tensor:
+        bn = self.bn
+        if (self.fold_bn and not self.training and not torch.is_grad_enabled()
+                and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats):
+            # eval-only: BatchNorm folded into the conv (one pass less over the largest maps)
+            scale = bn.running_var.add(bn.eps).rsqrt()
+            if bn.affine:
+                scale = scale * bn.weight
+            bias = -bn.running_mean * scale
+            if bn.affine:
+                bias = bias + bn.bias
+            w = self.conv.weight * scale.view(-1, 1, 1, 1)
+            return F.conv2d(f, w, bias, self.conv.stride, self.conv.padding)
+        return bn(self.conv(f))
 
     def current(self, x: torch.Tensor, static: bool) -> torch.Tensor:
         """Input current ``[T, B, C, H, W]``; a static input is convolved once and repeated."""
         if static:
-            cur = self.bn(self.conv(x[0]))
+            cur = self._conv_bn(x[0])
             return cur.unsqueeze(0).expand(x.shape[0], *cur.shape)
-        return _fold(lambda f: self.bn(self.conv(f)), x)
+        return _fold(self._conv_bn, x)
 
     def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
         return _fold(self.pool, self.neuron(self.current(x, static)))
@@ -79,6 +95,17 @@ class Backbone(nn.Module):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
+
+    @property
+    def fold_bn(self) -> bool:
+        """Fold BatchNorm into the convs in no-grad evaluation (features equal to ~1e-6; off by
+        default, see tools/bench_eval.py)."""
+        return all(b.fold_bn for b in self.blocks)
+
+    @fold_bn.setter
+    def fold_bn(self, value: bool) -> None:
+        for b in self.blocks:
+            b.fold_bn = bool(value)
 
     def forward(
         self, x: torch.Tensor, static: bool = False

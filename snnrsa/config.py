@@ -78,12 +78,10 @@ CIFAR_STD = [0.247, 0.243, 0.261]
 
 
 @dataclass
-class ImageFolderDataConfig:
-    """Any ``<class>/<image>`` tree (e.g. the CIFAR-10 JPEG subset)."""
+class ImageSetDataConfig:
+    """Keys shared by real image training sets: subset, augmentation, normalisation."""
 
-    name: str = "imagefolder"
-    train_dir: str = "???"
-    test_dir: str = "???"
+    name: str = "???"
     n_train: int | None = None  # subset size; None = all
     n_test: int | None = None
     subset: str = "fixed"  # fixed (same subset for every seed, from data_seed) | per_seed
@@ -91,28 +89,27 @@ class ImageFolderDataConfig:
     data_seed: int = 0
     batch_size: int = 128
     drop_last: bool = True
-    augment: bool = False
+    augment: bool = True  # random horizontal flip + random crop with padding 4 (the study)
     mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
     std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
 
 
 @dataclass
-class Cifar10DataConfig:
+class ImageFolderDataConfig(ImageSetDataConfig):
+    """Any ``<class>/<image>`` tree (e.g. the CIFAR-10 JPEG subset)."""
+
+    name: str = "imagefolder"
+    train_dir: str = "???"
+    test_dir: str = "???"
+
+
+@dataclass
+class Cifar10DataConfig(ImageSetDataConfig):
     """torchvision's CIFAR-10 (downloads on first use where the network allows)."""
 
     name: str = "cifar10"
     root: str = "~/.cache/snnrsa/cifar10"
     download: bool = True
-    n_train: int | None = None
-    n_test: int | None = None
-    subset: str = "fixed"
-    image_size: int = 32
-    data_seed: int = 0
-    batch_size: int = 128
-    drop_last: bool = True
-    augment: bool = True
-    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
-    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
 
 
 @dataclass

@@ -556,7 +556,7 @@ def make_figures(out: Path, scores: pd.DataFrame, traj: pd.DataFrame, dlt: pd.Da
                 _trajectory(axes[i, j], traj, r, conv, colors, ceil, epochs)
             else:
                 axes[i, j].set_visible(False)
-    axes[0, 0].legend(fontsize=6)
+    axes[0, -1].legend(fontsize=6, loc="lower left")
     save(fig, "all_rois")
 
     # 5. key ROI against a higher ROI, through training

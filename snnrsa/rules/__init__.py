@@ -13,10 +13,11 @@ from snnrsa.rules.pc import PC
 from snnrsa.rules.pc_published import PCPublished
 from snnrsa.rules.stdp import STDP
 from snnrsa.rules.stdp_published import STDPPublished
+from snnrsa.rules.stdp_trace import STDPTrace
 from snnrsa.rules.untrained import Untrained
 
 RULES: dict[str, type[Rule]] = {"bp": BP, "untrained": Untrained, "stdp": STDP,
-                              "stdp_published": STDPPublished,
+                              "stdp_published": STDPPublished, "stdp_trace": STDPTrace,
                               "fa": FA, "pc": PC, "pc_published": PCPublished}
 
 
