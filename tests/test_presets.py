@@ -122,7 +122,7 @@ def test_joblib_sweep_runs_and_rerun_skips(tmp_path, cache_dir) -> None:
     env = {**os.environ, "SNNRSA_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "snnrsa", "-m", "hydra/launcher=local_parallel",
             "rule=bp,untrained", *[a for a in TINY if not a.startswith("checkpoints")],
-            "checkpoints=[0,1]", f"hydra.sweep.dir={tmp_path}",
+            "checkpoints=[0]", f"hydra.sweep.dir={tmp_path}",
             "hydra.sweep.subdir=${rule.name}_seed${seed}"]
     first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -133,4 +133,4 @@ def test_joblib_sweep_runs_and_rerun_skips(tmp_path, cache_dir) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert {r: (tmp_path / r / "rsa.csv").stat().st_mtime_ns for r in runs} == before
     rsa = pd.read_csv(tmp_path / "bp_seed0" / "rsa.csv")
-    assert sorted(rsa.epoch.unique()) == [0, 1]
+    assert sorted(rsa.epoch.unique()) == [0]

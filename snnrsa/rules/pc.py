@@ -32,8 +32,7 @@ from torch import nn
 from snnrsa.backbone import Backbone, _fold
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
-from snnrsa.rules.base import Rule
-from snnrsa.rules.bp import make_optimizer, make_scheduler
+from snnrsa.rules.bp import BP
 
 OUTPUT_ENERGIES = ("ce", "mse")
 
@@ -102,8 +101,9 @@ def frozen_bn_stats(net: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
-class PC(Rule):
-    """Inference on value nodes, then local updates of every stage from its prediction error."""
+class PC(BP):
+    """Inference on value nodes, then local updates of every stage from its prediction error;
+    BP's optimiser, schedule and clipping apply the updates."""
 
     schema = PCConfig
 
@@ -123,8 +123,6 @@ class PC(Rule):
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")
         self.stages = stages(net)
-        self.opt = make_optimizer(cfg, net.parameters())
-        self.sched = make_scheduler(cfg, self.opt, n_epochs)
         self.epoch = 0
         self.rows: list[dict] = []
         self._sums = torch.zeros(2, len(self.stages), dtype=torch.float64)
@@ -196,8 +194,7 @@ class PC(Rule):
         return loss, int((logits.argmax(1) == labels).sum())
 
     def end_epoch(self) -> None:
-        if self.sched is not None:
-            self.sched.step()
+        super().end_epoch()
         self.epoch += 1
         mean = (self._sums / max(self._seen, 1)).tolist()
         for i, (name, _) in enumerate(self.stages):
@@ -212,13 +209,8 @@ class PC(Rule):
         return list(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"opt": self.opt.state_dict(), "epoch": self.epoch, "rows": list(self.rows)}
-        if self.sched is not None:
-            state["sched"] = self.sched.state_dict()
-        return state
+        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state["opt"])
-        if self.sched is not None:
-            self.sched.load_state_dict(state["sched"])
+        super().load_state_dict(state)
         self.epoch, self.rows = state["epoch"], list(state["rows"])

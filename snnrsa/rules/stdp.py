@@ -38,7 +38,7 @@ class STDPConfig:
     # adaptive: the first batch a layer sees (again when its training starts) sets its threshold
     # to this quantile of its units' peak potentials; fixed: ``thresholds`` as given
     threshold_mode: str = "adaptive"
-    threshold_quantiles: list[float] = field(default_factory=lambda: [0.9, 0.9, 0.9])
+    threshold_quantiles: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3])
     beta: float = 1.0  # membrane decay per step: 1 is integrate-and-fire (the recipe), < 1 leaky
     one_spike: bool = True  # at most one spike per neuron per image (time-to-first-spike code)
     pointwise_inhibition: bool = True  # per position, only the earliest feature fires
