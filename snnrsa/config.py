@@ -246,7 +246,13 @@ def _typed_group(group: str, node: Any, schemas: dict[str, type]) -> Any:
 def _merge(group: str, schema: type, node: Any) -> Any:
     """The typed object for ``node``; unknown keys, wrong types and unset ``???`` values fail."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            keys = [k if group == "<root>" else f"{group}.{k}" for k in missing]
+            raise ConfigError(f"{', '.join(keys)} not set: give them on the command line, e.g. "
+                              f"{keys[0]}=/path/to/data (see README, 'Your own data')")
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config in group '{group}': {err}") from None
 

@@ -50,3 +50,9 @@ def test_unknown_key_and_wrong_type_are_rejected() -> None:
         typed_cfg(["+rule.lrr=0.1"])
     with pytest.raises(ConfigError, match="time_steps"):
         typed_cfg(["neuron.time_steps=many"])
+
+
+def test_unset_data_paths_are_named_together() -> None:
+    with pytest.raises(ConfigError) as err:
+        typed_cfg(["brain=things"])
+    assert "brain.fmri_dir" in str(err.value) and "brain.images_dir" in str(err.value)
