@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from snnrsa.config import BackboneConfig, NeuronConfig
@@ -20,6 +21,28 @@ def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a per-frame layer to a ``[T, B, ...]`` sequence in one call."""
     y = layer(x.flatten(0, 1))
     return y.unflatten(0, x.shape[:2])
+
+
+def _checkpointed(block: "ConvBlock", x: torch.Tensor, static: bool) -> torch.Tensor:
+    """``block(x)`` under non-reentrant activation checkpointing. The recomputation in backward
+    must not update BatchNorm's running statistics a second time: it runs with momentum 0
+    (running stats unchanged exactly) and restores ``num_batches_tracked``."""
+    calls = [0]
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        bn = block.bn
+        if calls[0] == 1 or not isinstance(bn, nn.BatchNorm2d):
+            return block(inp, static=static)
+        momentum, tracked = bn.momentum, bn.num_batches_tracked.clone()
+        bn.momentum = 0.0
+        try:
+            return block(inp, static=static)
+        finally:
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(tracked)
+
+    return torch.utils.checkpoint.checkpoint(run, x, use_reentrant=False)
 
 
 class ConvBlock(nn.Module):
@@ -89,6 +112,14 @@ class Backbone(nn.Module):
             FCLayer(units[i], units[i + 1], neuron, cfg.dropout) for i in range(len(cfg.fc_units))
         )
         self.head = nn.Linear(units[-1], n_classes)
+        # no-grad evaluation only (training is never affected): channels-last frames (mkldnn's
+        # faster conv layout on CPU) and BatchNorm folded into the convs; features change by
+        # float rounding only (<= 1e-6 measured, tools/bench_eval.py)
+        self.channels_last = True
+        self.fold_bn = True
+        # training-memory bound: keep only each conv block's input for backward and recompute
+        # the block (conv, BN, LIF over all T, pool) during backward (one extra block forward)
+        self.checkpoint_blocks = False
         if cfg.init == "kaiming_normal":
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -98,8 +129,8 @@ class Backbone(nn.Module):
 
     @property
     def fold_bn(self) -> bool:
-        """Fold BatchNorm into the convs in no-grad evaluation (features equal to ~1e-6; off by
-        default, see tools/bench_eval.py)."""
+        """Fold BatchNorm into the convs in no-grad evaluation (on by default; features equal to
+        float rounding, see tools/bench_eval.py)."""
         return all(b.fold_bn for b in self.blocks)
 
     @fold_bn.setter
@@ -112,8 +143,18 @@ class Backbone(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Head currents ``[T, B, K]`` and each named layer's output sequence ``[T, B, ...]``."""
         outputs: dict[str, torch.Tensor] = {}
+        if self.channels_last and x.dim() == 5 and not self.training and not torch.is_grad_enabled():
+            cl = torch.channels_last
+            if static:
+                x = x[0].contiguous(memory_format=cl).unsqueeze(0).expand(x.shape)
+            else:
+                x = x.flatten(0, 1).contiguous(memory_format=cl).unflatten(0, x.shape[:2])
         for i, block in enumerate(self.blocks):
-            x = block(x, static=static and i == 0)
+            st = static and i == 0
+            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+                x = _checkpointed(block, x, st)
+            else:
+                x = block(x, static=st)
             outputs[f"conv{i + 1}"] = x
         if x.shape[-1] != self.pool_to or x.shape[-2] != self.pool_to:
             x = _fold(lambda f: F.adaptive_avg_pool2d(f, self.pool_to), x)

@@ -24,6 +24,15 @@ class Brain:
     def rois(self) -> list[str]:
         return list(self.rdms)
 
+    def cross_run_pairs(self) -> np.ndarray:
+        """Boolean (n, n) mask of stimulus pairs shown in different runs for every subject (the
+        corrected analysis: same-run pairs share slow drifts and order effects)."""
+        if (self.runs < 0).any() or (self.sessions < 0).any():
+            raise ValueError("cross-run pairs need each condition's session and run; this "
+                             "selection averages over several (use selection=exemplar01)")
+        run_id = self.sessions.astype(np.int64) * 1000 + self.runs
+        return (run_id[:, :, None] != run_id[:, None, :]).all(axis=0)
+
 
 def _rdm_file_brain(cfg: Any) -> Brain:
     """Precomputed RDM stacks; every ROI must hold the same subjects over the same images."""

@@ -23,9 +23,11 @@ def run_job(cfg: DictConfig) -> float:
         typed = resolve(cfg)
     except ConfigError as err:
         raise SystemExit(f"snnrsa: invalid configuration: {err}") from None
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(typed))
-    rsa = run(typed, out_dir, config_yaml)
+    job_num = hydra_cfg.job.get("num") or 0
+    rsa = run(typed, out_dir, config_yaml, job_num=int(job_num))
     train = pd.read_csv(out_dir / "train.csv")
     text = summary_tables(rsa, train)
     if (out_dir / "probe.csv").exists():

@@ -175,6 +175,7 @@ class SyntheticBrainConfig(ThingsBrainConfig):
 class RSAConfig:
     layers: list[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "fc1"])
     layer_pooling: str = "gap"  # gap (global average pool of conv maps, the study) | none
+    pairs: str = "all"  # all | cross_run (pairs shown in different runs for every subject)
     eval_batch_size: int = 64
 
 
@@ -225,6 +226,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "readout.name": ("rate", "membrane", "spike_count", "probe"),
     "backbone.init": ("default", "kaiming_normal"),
     "rsa.layer_pooling": ("gap", "none"),
+    "rsa.pairs": ("all", "cross_run"),
     "bn_eval_mode": ("eval", "train"),
     "brain.interpolation": ("bilinear", "bicubic", "lanczos", "nearest", "box"),
 }
@@ -367,6 +369,9 @@ def validate(cfg: Config) -> None:
     if cfg.data.name == "cifar10" and cfg.data.image_size != 32:
         raise ConfigError(f"data=cifar10 with data.image_size={cfg.data.image_size}: CIFAR-10 "
                           "images are 32 px; use data=imagefolder to resize another set")
+    if cfg.rsa.pairs == "cross_run" and cfg.brain.name == "rdm_file":
+        raise ConfigError("rsa.pairs=cross_run with brain=rdm_file: precomputed RDMs carry no "
+                          "session/run labels; use rsa.pairs=all")
     if cfg.dynamics.interval < 0:
         raise ConfigError(f"dynamics.interval={cfg.dynamics.interval} must be >= 0 (0 = off)")
     if not cfg.brain.rois:

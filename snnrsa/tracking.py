@@ -42,9 +42,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, job_num: int = 0) -> torch.device:
+    """``auto``: CUDA when present, jobs of a sweep spread over the visible GPUs by job number."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{job_num % torch.cuda.device_count()}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} but CUDA is not available; use device=auto or cpu")
     return torch.device(name)
@@ -110,13 +113,16 @@ def model_rdm(layer: str, feats: np.ndarray) -> np.ndarray:
     return correlation_rdm(feats)
 
 
-def score_checkpoint(model_rdms: dict[str, np.ndarray], brain: Brain) -> list[dict]:
+def score_checkpoint(
+    model_rdms: dict[str, np.ndarray], brain: Brain, mask: np.ndarray | None = None
+) -> list[dict]:
+    """Spearman rho of every layer against every ROI and subject, over ``mask``ed pairs."""
     rows = []
     for layer, rdm in model_rdms.items():
         defined = not np.isnan(rdm).any()
         for roi, subject_rdms in brain.rdms.items():
             for subject, brain_rdm in zip(brain.subjects, subject_rdms):
-                rho = spearman(rdm, brain_rdm) if defined else float("nan")
+                rho = spearman(rdm, brain_rdm, mask) if defined else float("nan")
                 rows.append({"layer": layer, "roi": roi, "subject": subject, "rho": rho})
     return rows
 
@@ -129,7 +135,8 @@ def checkpoint_scores(
     feats = extract_features(rule, eval_images, groups, cfg.rsa.layers, cfg.rsa.eval_batch_size,
                              device)
     rdms = {name: model_rdm(name, f) for name, f in feats.items()}
-    return rdms, score_checkpoint(rdms, brain)
+    mask = brain.cross_run_pairs() if cfg.rsa.pairs == "cross_run" else None
+    return rdms, score_checkpoint(rdms, brain, mask)
 
 
 def rng_state(gen: torch.Generator) -> dict:
@@ -157,13 +164,13 @@ def read_model_rdms(path: Path, up_to: int) -> dict[int, dict[str, np.ndarray]]:
                 for e in f["model"] if int(e.split("_")[1]) <= up_to}
 
 
-def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
+def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.DataFrame:
     """Train and track; returns the tidy RSA table also written to ``out_dir/rsa.csv``.
     A run directory holding checkpoints of the same config is resumed after its last one (or
     skipped when complete), so a killed job ends with the same numbers as an uninterrupted one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, job_num)
     meta = run_metadata(config_yaml, device)
     write_metadata(out_dir, meta)
 
@@ -259,7 +266,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str) -> pd.DataFrame:
             for row in rows:
                 rsa_rows.append({**ident, "epoch": epoch, **row,
                                  "resolution": cfg.brain.resolution,
-                                 "selection": cfg.brain.selection,
+                                 "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
                                  "n_stimuli": len(brain.stimuli)})
             if cfg.readout.probe_layers:
                 probe_log += [{**ident, "epoch": epoch, **r}

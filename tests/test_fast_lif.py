@@ -140,3 +140,22 @@ def test_float64_fast_matches_float64_library() -> None:
         outs[impl] = (out, torch.autograd.grad(out.sum(), x)[0])
     assert torch.equal(outs["library"][0], outs["fast"][0])
     torch.testing.assert_close(outs["library"][1], outs["fast"][1])
+
+
+def test_block_checkpointing_gives_the_same_step() -> None:
+    """Backbone.checkpoint_blocks (BPTT memory bound): same gradients, same BatchNorm state."""
+    import copy
+
+    cfg = typed_cfg(["neuron=snntorch_lif", "neuron.time_steps=4", "encoding=poisson"])
+    torch.manual_seed(0)
+    plain = Network(cfg, 10).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.backbone.checkpoint_blocks = True
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for net in (plain, ckpt):
+        torch.manual_seed(5)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    for (name, p), (_, q) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    sa, sb = plain.state_dict(), ckpt.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp_published import ReluBatchNorm2d, STDPPublishedConfig, published_kernel
@@ -101,8 +102,11 @@ def test_rule_update_on_tiny_input_by_hand(sign: str) -> None:
     assert all(b.conv.weight.grad is None for b in blocks)
 
 
-def test_rejects_spiking_neurons() -> None:
-    cfg = typed_cfg(["rule=stdp_published", "neuron=snntorch_lif", "neuron.time_steps=4",
-                     "backbone.fc_units=[4]"])
-    with pytest.raises(ValueError, match="neuron=rate"):
-        make_rule(cfg.rule, Network(cfg, 4), 1)
+def test_config_rejects_spiking_neurons_no_bn_and_unknown_sign() -> None:
+    with pytest.raises(ConfigError, match="neuron=rate"):
+        typed_cfg(["rule=stdp_published", "neuron=snntorch_lif", "neuron.time_steps=4",
+                   "backbone.fc_units=[4]"])
+    with pytest.raises(ConfigError, match="batch_norm"):
+        typed_cfg(["rule=stdp_published", "backbone.batch_norm=false", "backbone.fc_units=[4]"])
+    with pytest.raises(ConfigError, match="rule.sign"):
+        typed_cfg(["rule=stdp_published", "rule.sign=flipped", "backbone.fc_units=[4]"])

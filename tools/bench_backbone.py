@@ -2,10 +2,13 @@
 
 Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one shared weight set:
   bound      the rate network (conv, BN, ReLU, pool, FC) run as T separate passes, summed loss
+  rate_folded the rate network on the T*B frames in one folded pass (reference only: shows how much
+             of the gain is time folding and how much the neuron costs over a ReLU)
   fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default)
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
+  fast+ckpt  (--checkpoint) fast with Backbone.checkpoint_blocks = True: BPTT memory bound
 Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
 --encoding analog the first convolution of fast/folded_lib runs once (static input).
 Times: median of --reps interleaved rounds after one warm-up (the machine is shared and noisy;
@@ -103,6 +106,15 @@ def step(fn) -> float:
     return time.perf_counter() - t0
 
 
+def peak_cuda(fn) -> int:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn().backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def saved_bytes(fn) -> int:
     seen: dict[int, int] = {}
 
@@ -121,6 +133,30 @@ def saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
+def _mem_case(case: str, T: int, batch: int) -> None:
+    """Child process: one training step of one case; prints saved-tensor bytes and peak RSS growth."""
+    import resource
+
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(batch, 3, 32, 32, generator=g)
+    seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    if case == "bound":
+        net = make("rate", "fast", 1, "cpu").train()
+        fn = lambda: rate_bound_loss(net, seq, y)  # noqa: E731
+    else:
+        backend, impl = case.split(":")
+        net = make(backend, impl.replace("+ckpt", ""), T, "cpu").train()
+        net.checkpoint_blocks = impl.endswith("+ckpt")
+        fn = lambda: folded_loss(net, seq, y, False)  # noqa: E731
+    step(fn)  # warm: allocator and lazily created buffers
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    saved = saved_bytes(fn)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"MEM {saved} {(peak - base) * 1024}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
@@ -131,7 +167,14 @@ def main(argv=None) -> None:
     ap.add_argument("--encoding", default="poisson", choices=["poisson", "analog"])
     ap.add_argument("--mem-steps", type=int, nargs="*", default=[16, 32])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--checkpoint", action="store_true",
+                    help="also time fast + Backbone.checkpoint_blocks (BPTT memory bound)")
+    ap.add_argument("--mem-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.mem_case:
+        T, case = args.mem_case.split("@")
+        _mem_case(case, int(T), args.batch)
+        return
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -151,10 +194,17 @@ def main(argv=None) -> None:
         cases = {}
         rate = make("rate", "fast", 1, dev).train()
         cases["bound"] = lambda: rate_bound_loss(rate, seq, y)
+        rate_f = make("rate", "fast", T, dev).train()
+        cases["rate_folded"] = lambda: folded_loss(rate_f, seq, y, static)
         for backend in args.backends:
             fast = make(backend, "fast", T, dev).train()
             lib = make(backend, "library", T, dev).train()
             cases[f"{backend}:fast"] = (lambda n: lambda: folded_loss(n, seq, y, static))(fast)
+            if args.checkpoint:
+                ck = make(backend, "fast", T, dev).train()
+                ck.checkpoint_blocks = True
+                cases[f"{backend}:fast+ckpt"] = (
+                    lambda n: lambda: folded_loss(n, seq, y, static))(ck)
             cases[f"{backend}:folded_lib"] = (lambda n: lambda: folded_loss(n, seq, y, static))(lib)
             lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
             cases[f"{backend}:{lib_name}"] = (
@@ -180,21 +230,39 @@ def main(argv=None) -> None:
             print(f"T={T}  {backend}: fast is {med[f'{backend}:{lib_name}'] / f:.2f}x the idiomatic "
                   f"{lib_name} loop, {med[f'{backend}:folded_lib'] / f:.2f}x the folded library loop")
             ratios.append((backend, T, f / b))
-    if args.mem_steps:
-        print(f"\n{'T':>3s} {'case':32s} {'MiB saved for backward':>24s}")
+    if args.mem_steps and dev.type == "cpu":
+        # one child process per case: peak RSS is per process; saved = bytes kept for backward
+        # (checkpointed block inputs are held by the checkpoint, not counted there: see RSS)
+        import subprocess
+
+        print(f"\n{'T':>3s} {'case':32s} {'MiB saved for bwd':>18s} {'MiB peak RSS growth':>20s}")
+        for T in args.mem_steps:
+            b = args.backends[0]
+            for case in ("bound", f"{b}:fast", f"{b}:fast+ckpt", f"{b}:library"):
+                r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch),
+                                    "--mem-case", f"{T}@{case}"], capture_output=True, text=True)
+                line = [ln for ln in r.stdout.splitlines() if ln.startswith("MEM ")]
+                if not line:
+                    print(f"{T:3d} {case:32s} failed: {r.stderr[-300:]}")
+                    continue
+                saved, rss = (int(v) for v in line[0].split()[1:])
+                print(f"{T:3d} {case:32s} {saved / 2**20:18.0f} {rss / 2**20:20.0f}")
+    elif args.mem_steps:
+        print(f"\n{'T':>3s} {'case':32s} {'MiB CUDA peak':>14s}")
         for T in args.mem_steps:
             g = torch.Generator().manual_seed(1)
             imgs = torch.rand(args.batch, 3, 32, 32, generator=g)
             seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g).to(dev)
             y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
             rate = make("rate", "fast", 1, dev).train()
-            mem = {"bound": saved_bytes(lambda: rate_bound_loss(rate, seq, y))}
-            for backend in args.backends[:1]:
-                for impl in ("fast", "library"):
-                    net = make(backend, impl, T, dev).train()
-                    mem[f"{backend}:{impl}"] = saved_bytes(lambda: folded_loss(net, seq, y, False))
-            for k, v in mem.items():
-                print(f"{T:3d} {k:32s} {v / 2**20:24.0f}")
+            fns = {"bound": lambda: rate_bound_loss(rate, seq, y)}
+            b = args.backends[0]
+            for impl in ("fast", "fast+ckpt", "library"):
+                net = make(b, impl.replace("+ckpt", ""), T, dev).train()
+                net.checkpoint_blocks = impl.endswith("+ckpt")
+                fns[f"{b}:{impl}"] = (lambda n: lambda: folded_loss(n, seq, y, False))(net)
+            for k, fn in fns.items():
+                print(f"{T:3d} {k:32s} {peak_cuda(fn) / 2**20:14.0f}")
     print()
     for backend, T, r in ratios:
         print(f"bound_ratio {backend} T={T} {r:.3f}")

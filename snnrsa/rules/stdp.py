@@ -38,7 +38,7 @@ class STDPConfig:
     # adaptive: the first batch a layer sees (again when its training starts) sets its threshold
     # to this quantile of its units' peak potentials; fixed: ``thresholds`` as given
     threshold_mode: str = "adaptive"
-    threshold_quantiles: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3])
+    threshold_quantiles: list[float] = field(default_factory=lambda: [0.7, 0.4, 0.2])
     beta: float = 1.0  # membrane decay per step: 1 is integrate-and-fire (the recipe), < 1 leaky
     one_spike: bool = True  # at most one spike per neuron per image (time-to-first-spike code)
     pointwise_inhibition: bool = True  # per position, only the earliest feature fires
@@ -122,6 +122,20 @@ def pointwise_mask(t_first: torch.Tensor, v_first: torch.Tensor, time_steps: int
     return chans == best
 
 
+def adaptive_threshold(peak: torch.Tensor, quantile: float, default: float) -> float:
+    """The ``quantile`` of the positive peak potentials ``[B, C, H, W]``, lowered where needed so
+    that every image with any input has at least one unit at threshold (no image of the
+    calibration batch leaves the layer silent); ``default`` when nothing has input."""
+    flat = peak.flatten()
+    flat = flat[flat > 0]
+    if not flat.numel():
+        return default
+    k = max(1, min(flat.numel(), int(math.ceil(quantile * flat.numel()))))
+    per_image = peak.flatten(1).amax(1)
+    per_image = per_image[per_image > 0]
+    return min(float(flat.kthvalue(k).values), float(per_image.min()))
+
+
 class FirstSpikeNeuron(nn.Module):
     """IF/LIF neurons; with ``one_spike`` the membrane is never reset, so the first threshold
     crossing is the only spike and the potential is a (leaky) running sum of the input current.
@@ -152,11 +166,8 @@ class FirstSpikeNeuron(nn.Module):
     def calibrate(self, v: torch.Tensor) -> None:
         if bool(self.calibrated):
             return
-        peak = v.amax(0).flatten()
-        peak = peak[peak > 0]
-        if peak.numel():
-            k = max(1, min(peak.numel(), int(math.ceil(self.quantile * peak.numel()))))
-            self.threshold.fill_(float(peak.kthvalue(k).values))
+        self.threshold.fill_(adaptive_threshold(v.amax(0), self.quantile,
+                                                float(self.threshold)))
         self.calibrated.fill_(True)
 
     def fire(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

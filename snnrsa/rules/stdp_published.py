@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
 
@@ -71,6 +72,18 @@ class STDPPublished(Rule):
     """The study's approximation; reports the loss and accuracy of the BP-trained head."""
 
     schema = STDPPublishedConfig
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        """The study's rule is non-spiking and trains BN affine parameters."""
+        if cfg.rule.sign not in ("as_coded", "as_printed"):
+            raise ConfigError(f"rule.sign={cfg.rule.sign!r} is not one of as_coded, as_printed")
+        if cfg.neuron.name != "rate":
+            raise ConfigError(f"rule=stdp_published is the study's non-spiking rule: "
+                              f"neuron={cfg.neuron.name}; use neuron=rate")
+        if not cfg.backbone.batch_norm:
+            raise ConfigError("rule=stdp_published trains BN affine parameters: "
+                              "backbone.batch_norm=true")
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)

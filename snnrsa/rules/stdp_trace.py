@@ -1,0 +1,268 @@
+"""Pair-based trace STDP on LIF spikes (norse ``stdp_step_conv2d``), for comparison with the
+canonical first-spike rule (``rule=stdp``).
+
+Conv layers get LIF neurons with reset (any number of spikes per image) driven by the encoder's
+spikes (latency or Poisson, optional on/off DoG front end as in ``rule=stdp``); BatchNorm is
+removed and conv weights live in [w_min, w_max]. Training is greedy layer-wise: for the layer in
+training, every time step advances the pre/post traces and applies norse's update
+(potentiation ∝ post spike × pre trace, depression ∝ post trace × pre spike; additive or
+multiplicative weight dependence). Competition: ``none`` or ``pointwise`` (per position and step
+only the most depolarised above-threshold feature spikes, and every feature there is reset).
+Normalisation after each batch: ``none``, ``mean`` (each kernel's mean weight held at its initial
+value) or ``l2``. Thresholds: a fraction of fan-in, or adaptive as in ``rule=stdp`` (a quantile of
+the peak potentials on the first batch of the layer's training). ``STDPParameters`` is built inside
+the rule (norse's parameters cannot be pickled) and never checkpointed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snnrsa.config import ConfigError
+from snnrsa.network import Network
+from snnrsa.rules.base import Rule
+from snnrsa.rules.stdp import (
+    DoGEncoder,
+    _per_layer,
+    adaptive_threshold,
+    convergence,
+    effective_rf,
+    orientation_tuning,
+)
+
+
+@dataclass
+class STDPTraceConfig:
+    name: str = "stdp_trace"
+    threshold_mode: str = "adaptive"  # adaptive | fixed
+    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])  # x fan-in (fixed)
+    threshold_quantiles: list[float] = field(default_factory=lambda: [0.7, 0.4, 0.2])
+    beta: float = 0.9  # LIF membrane decay per step
+    competition: str = "pointwise"  # none | pointwise
+    normalise: str = "mean"  # none | mean | l2 (per output kernel, to its initial value)
+    algorithm: str = "multiplicative_pow"  # norse: additive | multiplicative_pow | ...
+    mu: float = 1.0  # weight-dependence exponent of multiplicative_pow
+    eta_plus: float = 1e-3
+    eta_minus: float = 1e-3
+    a_pre: float = 1.0
+    a_post: float = 1.0
+    tau_pre_inv: float = 0.2  # inverse trace time constants, per step (dt = 1)
+    tau_post_inv: float = 0.2
+    w_min: float = 0.0
+    w_max: float = 1.0
+    layer_images: list[int] = field(default_factory=lambda: [4000, 4000, 4000])
+    init_mean: float = 0.5
+    init_std: float = 0.05
+    dog: bool = True
+    dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    dog_size: int = 7
+
+
+class TraceLIF(nn.Module):
+    """LIF neurons with reset to zero and optional per-position competition; the threshold is a
+    buffer, set from the first batch in adaptive mode (see ``rule=stdp``)."""
+
+    spiking = True
+
+    def __init__(self, threshold: float, beta: float, competition: str,
+                 quantile: float | None) -> None:
+        super().__init__()
+        self.beta, self.competition, self.quantile = beta, competition, quantile
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("calibrated", torch.tensor(quantile is None))
+
+    def calibrate(self, current: torch.Tensor) -> None:
+        """Threshold := quantile of the peak (reset-free) potentials of units with input."""
+        if bool(self.calibrated):
+            return
+        v, peak = torch.zeros_like(current[0]), torch.zeros_like(current[0])
+        for cur in current:
+            v = self.beta * v + cur
+            peak = torch.maximum(peak, v)
+        self.threshold.fill_(adaptive_threshold(peak, self.quantile, float(self.threshold)))
+        self.calibrated.fill_(True)
+
+    def step(self, v: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step ``[B, C, H, W]``: new potential (after reset) and spikes."""
+        v = self.beta * v + cur
+        above = v >= self.threshold
+        if self.competition == "pointwise":
+            best = torch.where(above, v, torch.full_like(v, -math.inf)).argmax(1, keepdim=True)
+            win = above & (torch.arange(v.shape[1], device=v.device).view(1, -1, 1, 1) == best)
+            reset = above.any(1, keepdim=True).expand_as(v)
+        else:
+            win = reset = above
+        return v.masked_fill(reset, 0.0), win.to(v.dtype)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        self.calibrate(current)
+        v, out = torch.zeros_like(current[0]), []
+        for cur in current:
+            v, z = self.step(v, cur)
+            out.append(z)
+        return torch.stack(out)
+
+
+def stdp_parameters(cfg: Any, padding: int) -> Any:
+    """norse ``STDPParameters`` for a conv layer (built where used: they cannot be pickled)."""
+    from norse.torch.functional.stdp import STDPParameters
+
+    return STDPParameters(
+        a_pre=torch.tensor(cfg.a_pre), a_post=torch.tensor(cfg.a_post),
+        tau_pre_inv=torch.tensor(cfg.tau_pre_inv), tau_post_inv=torch.tensor(cfg.tau_post_inv),
+        w_min=cfg.w_min, w_max=cfg.w_max, eta_plus=cfg.eta_plus, eta_minus=cfg.eta_minus,
+        stdp_algorithm=cfg.algorithm, mu=cfg.mu, hardbound=True, convolutional=True,
+        stride=1, padding=padding)
+
+
+@torch.no_grad()
+def trace_stdp_layer(z_pre: torch.Tensor, conv: nn.Conv2d, neuron: TraceLIF, params: Any,
+                     dt: float = 1.0) -> torch.Tensor:
+    """Run one conv LIF layer over input spikes ``[T, B, C, H, W]``, updating ``conv.weight`` at
+    every step with norse's trace STDP; returns the output spikes ``[T, B, C_out, H, W]``."""
+    from norse.torch.functional.stdp import STDPState, stdp_step_conv2d
+
+    w = conv.weight
+    v = None
+    state = None
+    out = []
+    for zp in z_pre:
+        cur = nn.functional.conv2d(zp, w, padding=conv.padding)
+        if v is None:
+            v = torch.zeros_like(cur)
+            state = STDPState(torch.zeros_like(zp), torch.zeros_like(cur))
+        v, z = neuron.step(v, cur)
+        new_w, state = stdp_step_conv2d(zp, z, w, state, params, dt=dt)
+        w.copy_(new_w)
+        out.append(z)
+    return torch.stack(out)
+
+
+class STDPTrace(Rule):
+    """Greedy layer-wise pair-based trace STDP with norse; no class read-out of its own."""
+
+    schema = STDPTraceConfig
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        rule, enc, steps = cfg.rule, cfg.encoding.name, cfg.neuron.time_steps
+        if enc not in ("latency", "poisson") or steps < 2:
+            raise ConfigError(
+                f"rule=stdp_trace needs spike input: encoding={enc} with neuron.time_steps="
+                f"{steps}; use encoding=latency (or poisson) and neuron.time_steps >= 2")
+        for key, allowed in (("competition", ("none", "pointwise")),
+                             ("normalise", ("none", "mean", "l2")),
+                             ("threshold_mode", ("fixed", "adaptive")),
+                             ("algorithm", ("additive", "additive_step", "multiplicative_pow",
+                                            "multiplicative_relu"))):
+            if getattr(rule, key) not in allowed:
+                raise ConfigError(f"rule.{key}={getattr(rule, key)!r} is not one of "
+                                  f"{list(allowed)}")
+
+    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
+        super().__init__(cfg, net, n_epochs)
+        self.time_steps = net.encoder.time_steps
+        if cfg.dog:
+            net.encoder = DoGEncoder(net.encoder, cfg.dog_sigmas, cfg.dog_size)
+        blocks = net.backbone.blocks
+        device = blocks[0].conv.weight.device
+        adaptive = cfg.threshold_mode == "adaptive"
+        for i, block in enumerate(blocks):
+            conv = block.conv
+            if i == 0 and cfg.dog:
+                conv = nn.Conv2d(2, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                                 bias=False)
+            with torch.no_grad():
+                conv.weight.normal_(cfg.init_mean, cfg.init_std).clamp_(cfg.w_min, cfg.w_max)
+            conv.weight.requires_grad_(False)
+            block.conv = conv.to(device)
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            block.bn = nn.Identity()
+            block.neuron = TraceLIF(_per_layer(cfg.thresholds, i) * fan_in, cfg.beta,
+                                    cfg.competition,
+                                    _per_layer(cfg.threshold_quantiles, i) if adaptive else None
+                                    ).to(device)
+        self.n_layers, self.layer = len(blocks), 0
+        self.seen = [0] * self.n_layers
+        self.images = 0
+        self.rows: list[dict[str, Any]] = []
+        self.target = [self._norm(b.conv.weight) for b in blocks]
+
+    def _norm(self, w: torch.Tensor) -> torch.Tensor:
+        if self.cfg.normalise == "l2":
+            return w.flatten(1).norm(dim=1).clone()
+        return w.flatten(1).mean(1).clone()
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [b.conv.weight for b in self.net.backbone.blocks]
+
+    @property
+    def done(self) -> bool:
+        return self.layer >= self.n_layers
+
+    @torch.no_grad()
+    def layer_input(self, images: torch.Tensor, layer: int) -> torch.Tensor:
+        """Spikes ``[T, B, C, H, W]`` entering conv block ``layer``."""
+        x = self.net.encoder(images)
+        for block in self.net.backbone.blocks[:layer]:
+            z = block.neuron(block.conv(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+            x = block.pool(z.flatten(0, 1)).unflatten(0, z.shape[:2])
+        return x
+
+    @torch.no_grad()
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        if self.done:
+            return 0.0, 0
+        layer, cfg = self.layer, self.cfg
+        block = self.net.backbone.blocks[layer]
+        x = self.layer_input(images, layer)
+        if self.seen[layer] == 0 and cfg.threshold_mode == "adaptive":
+            block.neuron.calibrated.fill_(False)
+            block.neuron.calibrate(block.conv(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+        w = block.conv.weight
+        z = trace_stdp_layer(x, block.conv, block.neuron,
+                             stdp_parameters(cfg, block.conv.padding[0]))
+        if cfg.normalise != "none":
+            scale = self.target[layer] / self._norm(w).clamp(min=1e-12)
+            w.mul_(scale.view(-1, 1, 1, 1)).clamp_(cfg.w_min, cfg.w_max)
+        n = len(images)
+        self.seen[layer] += n
+        self.images += n
+        fired = z.sum(0) > 0
+        self.rows.append({
+            "images": self.images, "layer": layer, "C": convergence(w),
+            "threshold": float(block.neuron.threshold), "rate": float(z.mean()),
+            "silent": float((fired.sum((0, 2, 3)) == 0).float().mean()),
+        })
+        if self.seen[layer] >= _per_layer(cfg.layer_images, layer):
+            self.layer += 1
+        return 0.0, 0
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        return self.rows
+
+    def dynamics(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i, w in enumerate(self.weights):
+            flat = w.detach().double().cpu().flatten().numpy()
+            out[f"conv{i + 1}_w_mean"] = np.array(flat.mean())
+            out[f"conv{i + 1}_w_std"] = np.array(flat.std())
+            out[f"conv{i + 1}_C"] = np.array(convergence(w.detach().double()))
+        out["conv1_rf"] = effective_rf(self.weights[0]).numpy()
+        out["conv1_orientation_index"] = orientation_tuning(self.weights[0])[0]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "seen": list(self.seen), "images": self.images,
+                "target": [t.clone() for t in self.target]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layer, self.seen, self.images = state["layer"], list(state["seen"]), state["images"]
+        self.target = [t.clone() for t in state["target"]]

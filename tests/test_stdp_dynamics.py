@@ -1,0 +1,91 @@
+"""STDP dynamics snapshots, config-time checks and adaptive thresholds on the study network."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from snnrsa.data.procedural import make_dataset
+from snnrsa.network import Network
+from snnrsa.rules import make_rule
+from snnrsa.rules.stdp import adaptive_threshold
+
+from conftest import typed_cfg
+
+STUDY = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=8",
+         "rsa.layers=[conv1,conv2,conv3]"]
+
+
+def procedural(n: int, seed: int) -> torch.Tensor:
+    x, _ = make_dataset(n, 32, seed=seed)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255)
+
+
+def test_adaptive_threshold_quantile_and_no_silent_image() -> None:
+    peak = torch.zeros(3, 1, 2, 5)
+    peak[0, 0, 0] = torch.arange(1.0, 6.0)  # image 0: 1..5
+    peak[1, 0, 1] = torch.arange(6.0, 11.0)  # image 1: 6..10 (image 2: no input at all)
+    assert adaptive_threshold(peak, 0.5, 7.0) == 5.0  # median of 1..10, capped by image 0's max
+    assert adaptive_threshold(peak, 0.2, 7.0) == 2.0
+    assert adaptive_threshold(torch.zeros(2, 1, 2, 2), 0.5, 7.0) == 7.0
+
+
+def test_study_network_layers_fire_for_every_image_with_default_thresholds() -> None:
+    """The 32/64/128 3x3 network on procedural objects: with the default adaptive thresholds no
+    image leaves conv1..conv3 silent (so their RDMs are finite), before and after training conv1."""
+    torch.set_num_threads(1)
+    cfg = typed_cfg(STUDY)
+    torch.manual_seed(0)
+    net = Network(cfg, 10)
+    rule = make_rule(cfg.rule, net, 1)
+    net.eval()
+
+    def check(images: torch.Tensor) -> None:
+        feats = net.features(images, ["conv1", "conv2", "conv3"])
+        for name, f in feats.items():
+            f = f.reshape(len(images), -1)
+            constant = (f.max(1).values == f.min(1).values).sum()
+            assert int(constant) == 0, (name, int(constant))
+
+    check(procedural(32, seed=5))  # the first batch calibrates, as at the epoch-0 checkpoint
+    check(procedural(32, seed=6))  # held-out images
+    net.train()
+    train = procedural(128, seed=7)
+    rule.cfg.layer_images = [96, 32, 32]
+    for i in range(0, 128, 32):
+        rule.train_batch(train[i:i + 32], torch.zeros(32, dtype=torch.long))
+    assert rule.layer == 2 and rule.seen[:2] == [96, 32]
+    net.eval()
+    check(procedural(32, seed=8))
+    log = rule.log_rows()
+    assert [r["layer"] for r in log] == [0, 0, 0, 1]
+    assert all(r["rate"] > 0 for r in log)
+
+
+def test_dynamics_snapshot() -> None:
+    torch.set_num_threads(1)
+    cfg = typed_cfg([*STUDY, "backbone.channels=[8,8]", "rsa.layers=[conv1]",
+                     "backbone.kernel_size=5", "rule.layer_images=[256,64]",
+                     "rule.ramp_every=64"])
+    torch.manual_seed(0)
+    rule = make_rule(cfg.rule, Network(cfg, 10), 1)
+    images = procedural(256, seed=1)
+    first = rule.dynamics()  # before any training: no activity snapshot yet
+    assert "conv1_rate" not in first and float(first["conv1_dw_max_abs"]) == 0.0
+    for i in range(0, 256, 64):
+        rule.train_batch(images[i:i + 64], torch.zeros(64, dtype=torch.long))
+    d = rule.dynamics()
+    for layer in ("conv1", "conv2"):
+        assert d[f"{layer}_w_hist"].sum() == rule.weights[int(layer[-1]) - 1].numel()
+        assert 0 <= float(d[f"{layer}_at_bounds"]) <= 1
+        assert d[f"{layer}_spike_time_hist"].shape == (rule.time_steps + 1,)
+        assert d[f"{layer}_spike_time_hist"].sum() == 64 * 8 * (32 if layer == "conv1" else 16) ** 2
+        assert 0 <= float(d[f"{layer}_silent"]) <= 1 and float(d[f"{layer}_rate"]) > 0
+    assert float(d["conv1_C"]) < float(first["conv1_C"])
+    assert float(d["conv1_dw_mean_abs"]) > 0 and float(d["conv2_dw_mean_abs"]) == 0
+    assert int(d["conv1_winners"]) == int((d["conv1_wins"] > 0).sum()) > 0
+    assert d["conv1_wins"].sum() == rule.wins[0].sum()
+    assert d["conv1_rf"].shape == (8, 5, 5) and d["conv1_orientation_index"].shape == (8,)
+    assert np.all((d["conv1_orientation_index"] >= 0) & (d["conv1_orientation_index"] <= 1))
+    again = rule.dynamics()  # change and wins since the last call
+    assert float(again["conv1_dw_max_abs"]) == 0 and again["conv1_wins"].sum() == 0
