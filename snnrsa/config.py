@@ -205,6 +205,7 @@ class Config:
     bn_eval_mode: str = "eval"  # eval (correct) | train (the study's PC/STDP defect)
     progress: bool = True
     resume: bool = True  # continue a run directory's last checkpoint, skip a completed run
+    evaluate_from: str | None = None  # score this run directory's checkpoints, no training
 
 
 DATA_SCHEMAS: dict[str, type] = {

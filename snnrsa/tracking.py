@@ -158,6 +158,15 @@ def find_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def source_checkpoints(run_dir: str) -> dict[int, Path]:
+    """Epoch -> checkpoint of a finished run, for evaluation-only jobs (``evaluate_from``)."""
+    found = {int(p.stem.split("_")[1]): p
+             for p in Path(run_dir).expanduser().glob("checkpoints/epoch_*.pt")}
+    if not found:
+        raise FileNotFoundError(f"evaluate_from={run_dir}: no checkpoints/epoch_<E>.pt there")
+    return found
+
+
 def read_model_rdms(path: Path, up_to: int) -> dict[int, dict[str, np.ndarray]]:
     with h5py.File(path, "r") as f:
         return {int(e.split("_")[1]): {layer: f[f"model/{e}/{layer}"][()] for layer in f[f"model/{e}"]}
@@ -167,7 +176,9 @@ def read_model_rdms(path: Path, up_to: int) -> dict[int, dict[str, np.ndarray]]:
 def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.DataFrame:
     """Train and track; returns the tidy RSA table also written to ``out_dir/rsa.csv``.
     A run directory holding checkpoints of the same config is resumed after its last one (or
-    skipped when complete), so a killed job ends with the same numbers as an uninterrupted one."""
+    skipped when complete), so a killed job ends with the same numbers as an uninterrupted one.
+    With ``evaluate_from`` the checkpoints of that run are scored instead of training (e.g. the
+    same weights at another evaluation resolution)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, job_num)
@@ -202,7 +213,10 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
     gen = torch.Generator().manual_seed(cfg.seed)
     bs = cfg.data.batch_size
     start = 0
-    last = find_checkpoint(out_dir) if cfg.resume else None
+    sources = source_checkpoints(cfg.evaluate_from) if cfg.evaluate_from else {}
+    if sources:
+        checkpoints = sorted(sources)
+    last = find_checkpoint(out_dir) if cfg.resume and not sources else None
     if last is not None:
         state = torch.load(last, map_location=device, weights_only=False)
         if state["config"] != config_yaml:
@@ -228,7 +242,13 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
     for epoch in epochs:
         t0 = time.perf_counter()
         train_loss = train_acc = float("nan")
-        if epoch > 0:
+        if sources:  # evaluation only: the weights come from another run's checkpoint
+            if epoch not in sources:
+                continue
+            state = torch.load(sources[epoch], map_location=device, weights_only=False)
+            net.load_state_dict(state["model"])
+            rule.load_state_dict(state["rule"])
+        elif epoch > 0:
             set_mode(net, True)
             total, correct, seen = 0.0, 0, 0
             it = batches(data.train_images, data.train_labels, bs, device=device, gen=gen,
@@ -277,6 +297,8 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
             write_csv(rsa, out_dir / "rsa.csv")
             write_results_h5(out_dir / "results.h5", brain, model_rdms, meta, snapshots)
             plot_trajectory(rsa, out_dir / "rsa_trajectory.png")
+            if sources:
+                continue
             # last: a checkpoint on disk means everything up to its epoch is written
             save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch}.pt",
                             {"epoch": epoch, "model": net.state_dict(),

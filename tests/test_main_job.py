@@ -157,3 +157,17 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, cache_dir: Path)
     pd.testing.assert_frame_equal(train_a, train_b)
     again = snnrsa([*args, f"hydra.run.dir={killed}"], cache_dir)
     assert "complete" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_from_rescores_the_same_checkpoints(run_dir: Path, tmp_path: Path,
+                                                     cache_dir: Path) -> None:
+    same = tmp_path / "same"
+    snnrsa([*TINY, f"evaluate_from={run_dir}", f"hydra.run.dir={same}"], cache_dir)
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "rsa.csv"), pd.read_csv(same / "rsa.csv"))
+    assert not (same / "checkpoints").exists()
+    bigger = tmp_path / "bigger"
+    snnrsa([*TINY, f"evaluate_from={run_dir}", "brain.resolution=48",
+            f"hydra.run.dir={bigger}"], cache_dir)
+    rsa = pd.read_csv(bigger / "rsa.csv")
+    assert sorted(rsa.epoch.unique()) == [0, 1, 2] and (rsa.resolution == 48).all()

@@ -67,6 +67,8 @@ def test_sweep_parameters_and_fixed_sweep_dirs() -> None:
     r = cfg("experiment=resolution_sweep", hydra=True).hydra
     assert r.sweeper.params["brain.resolution"] == "32,64,96,128,160,224"
     assert "res${brain.resolution}" in OmegaConf.to_container(r.sweep)["subdir"]
+    res = cfg("experiment=resolution_sweep", "study_rule=fa", "seed=42")
+    assert res.evaluate_from == "runs/leutenegger2026_corrected/fa_seed42"
     e = cfg("experiment=encoding_swap", hydra=True).hydra
     assert e.sweeper.params.study_input == "rate_analog,lif_analog,lif_poisson,lif_latency"
 
