@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import (
@@ -16,7 +17,6 @@ from snnrsa.rules.stdp import (
     oriented_bars,
     spike_train,
 )
-from snnrsa.config import ConfigError
 
 from conftest import typed_cfg
 

@@ -8,7 +8,7 @@ import torch
 from snnrsa.data.procedural import make_dataset
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import adaptive_threshold
+from snnrsa.rules.stdp import adaptive_threshold, pool_times
 
 from conftest import typed_cfg
 
@@ -32,7 +32,7 @@ def test_adaptive_threshold_quantile_and_no_silent_image() -> None:
 
 def test_study_network_layers_fire_for_every_image_with_default_thresholds() -> None:
     """The 32/64/128 3x3 network on procedural objects: with the default adaptive thresholds no
-    image leaves conv1..conv3 silent (so their RDMs are finite), before and after training conv1."""
+    image leaves conv1..conv3 silent (so their RDMs are finite), before and after greedy training."""
     torch.set_num_threads(1)
     cfg = typed_cfg(STUDY)
     torch.manual_seed(0)
@@ -50,15 +50,15 @@ def test_study_network_layers_fire_for_every_image_with_default_thresholds() -> 
     check(procedural(32, seed=5))  # the first batch calibrates, as at the epoch-0 checkpoint
     check(procedural(32, seed=6))  # held-out images
     net.train()
-    train = procedural(128, seed=7)
+    train = procedural(160, seed=7)
     rule.cfg.layer_images = [96, 32, 32]
-    for i in range(0, 128, 32):
+    for i in range(0, 160, 32):
         rule.train_batch(train[i:i + 32], torch.zeros(32, dtype=torch.long))
-    assert rule.layer == 2 and rule.seen[:2] == [96, 32]
+    assert rule.done and rule.seen == [96, 32, 32]
     net.eval()
-    check(procedural(32, seed=8))
+    check(procedural(32, seed=8))  # each layer's threshold was set again as its training began
     log = rule.log_rows()
-    assert [r["layer"] for r in log] == [0, 0, 0, 1]
+    assert [r["layer"] for r in log] == [0, 0, 0, 1, 2]
     assert all(r["rate"] > 0 for r in log)
 
 
@@ -89,3 +89,21 @@ def test_dynamics_snapshot() -> None:
     assert np.all((d["conv1_orientation_index"] >= 0) & (d["conv1_orientation_index"] <= 1))
     again = rule.dynamics()  # change and wins since the last call
     assert float(again["conv1_dw_max_abs"]) == 0 and again["conv1_wins"].sum() == 0
+
+
+def test_network_forward_matches_the_learning_path() -> None:
+    """``net.run`` (spike trains, as RSA and probes see it) and the rule's time-carrying learning
+    path give the same first spikes in every layer."""
+    torch.set_num_threads(1)
+    cfg = typed_cfg([*STUDY, "backbone.channels=[4,6,8]", "rule.beta=0.9"])
+    torch.manual_seed(0)
+    rule = make_rule(cfg.rule, Network(cfg, 10), 1)
+    images = procedural(8, seed=2)
+    ios = rule.all_io(images)
+    _, outputs = rule.net.run(images)
+    for i, io in enumerate(ios):
+        spikes = outputs[f"conv{i + 1}"]
+        assert spikes.sum(0).max() <= 1
+        t = torch.where(spikes.sum(0) > 0, spikes.argmax(0), rule.time_steps)
+        assert torch.equal(t, pool_times(io.t_post))  # block outputs are pooled
+        assert (io.t_post < rule.time_steps).sum() > 0
