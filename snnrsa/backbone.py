@@ -23,7 +23,7 @@ def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, x.shape[:2])
 
 
-def _checkpointed(block: "ConvBlock", x: torch.Tensor, static: bool) -> torch.Tensor:
+def _checkpointed(block: ConvBlock, x: torch.Tensor, static: bool) -> torch.Tensor:
     """``block(x)`` under non-reentrant activation checkpointing. The recomputation in backward
     must not update BatchNorm's running statistics a second time: it runs with momentum 0
     (running stats unchanged exactly) and restores ``num_batches_tracked``."""

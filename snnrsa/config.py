@@ -40,6 +40,7 @@ class NeuronConfig:
     reset: str = "zero"  # zero | subtract
     surrogate: str = "fast_sigmoid"  # fast_sigmoid | atan
     surrogate_slope: float = 1.0
+    impl: str = "fast"  # fast (one fused autograd op over time) | library (the idiomatic loop)
 
 
 @dataclass
@@ -223,6 +224,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "neuron.name": ("rate", *SPIKING_NEURONS),
     "neuron.reset": ("zero", "subtract"),
     "neuron.surrogate": ("atan", "fast_sigmoid"),
+    "neuron.impl": ("fast", "library"),
     "encoding.name": ("analog", "poisson", "latency"),
     "readout.name": ("rate", "membrane", "spike_count", "probe"),
     "backbone.init": ("default", "kaiming_normal"),

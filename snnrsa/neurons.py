@@ -35,7 +35,6 @@ from snnrsa.config import NeuronConfig  # noqa: E402
 
 NORSE_DT = 1e-3
 NEURON_IMPLS = ("fast", "library")
-DEFAULT_IMPL = "fast"
 
 
 class RateNeuron(nn.Module):
@@ -54,7 +53,7 @@ def _surrogate(cfg: NeuronConfig):
 
 
 def _resolve_impl(cfg: NeuronConfig, impl: str | None) -> str:
-    impl = impl or getattr(cfg, "impl", None) or DEFAULT_IMPL
+    impl = impl or cfg.impl
     if impl not in NEURON_IMPLS:
         raise ValueError(f"neuron.impl={impl!r} is not one of {', '.join(NEURON_IMPLS)}")
     return impl
@@ -139,7 +138,7 @@ class _FastLIF(torch.autograd.Function):
                     g[t].addcmul_(g[t + 1], beta)  # no host sync (beta stays a device tensor)
             return g, None, None, None, None, None, None, None, None
         # norse: d u_{t+1} / d u_t = (1 - c) * ((1 - z_t) - u_t * sg_t), the reset differentiated
-        k = (~spikes).to(mem.dtype).sub_(mem * sg).mul_(1.0 - c)
+        k = torch.addcmul((~spikes).to(mem.dtype), mem, sg, value=-1.0).mul_(1.0 - c)
         for t in range(T - 2, -1, -1):
             g[t].addcmul_(k[t], g[t + 1])
         return g.mul_(c * scale), None, None, None, None, None, None, None, None

@@ -24,6 +24,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -150,17 +151,19 @@ def _mem_case(case: str, T: int, batch: int) -> None:
         net = make(backend, impl.replace("+ckpt", ""), T, "cpu").train()
         net.checkpoint_blocks = impl.endswith("+ckpt")
         fn = lambda: folded_loss(net, seq, y, False)  # noqa: E731
-    step(fn)  # warm: allocator and lazily created buffers
+    # no warm-up: ru_maxrss is a high-water mark, so the first step's growth is the step's peak
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
     saved = saved_bytes(fn)
+    dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"MEM {saved} {(peak - base) * 1024}")
+    print(f"MEM {saved} {(peak - base) * 1024} {dt}")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--steps", type=int, nargs="*", default=[8, 16])
     ap.add_argument("--backends", nargs="+", default=["snntorch_lif", "norse_lif"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -193,24 +196,22 @@ def main(argv=None) -> None:
         y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
         cases = {}
         rate = make("rate", "fast", 1, dev).train()
-        cases["bound"] = lambda: rate_bound_loss(rate, seq, y)
+        cases["bound"] = partial(rate_bound_loss, rate, seq, y)
         rate_f = make("rate", "fast", T, dev).train()
-        cases["rate_folded"] = lambda: folded_loss(rate_f, seq, y, static)
+        cases["rate_folded"] = partial(folded_loss, rate_f, seq, y, static)
         for backend in args.backends:
             fast = make(backend, "fast", T, dev).train()
             lib = make(backend, "library", T, dev).train()
-            cases[f"{backend}:fast"] = (lambda n: lambda: folded_loss(n, seq, y, static))(fast)
+            cases[f"{backend}:fast"] = partial(folded_loss, fast, seq, y, static)
             if args.checkpoint:
                 ck = make(backend, "fast", T, dev).train()
                 ck.checkpoint_blocks = True
-                cases[f"{backend}:fast+ckpt"] = (
-                    lambda n: lambda: folded_loss(n, seq, y, static))(ck)
-            cases[f"{backend}:folded_lib"] = (lambda n: lambda: folded_loss(n, seq, y, static))(lib)
+                cases[f"{backend}:fast+ckpt"] = partial(folded_loss, ck, seq, y, static)
+            cases[f"{backend}:folded_lib"] = partial(folded_loss, lib, seq, y, static)
             lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
-            cases[f"{backend}:{lib_name}"] = (
-                lambda n, ln: lambda: idiomatic_loss(n, seq, y, ln))(lib, lib_name)
+            cases[f"{backend}:{lib_name}"] = partial(idiomatic_loss, lib, seq, y, lib_name)
         times = {k: [] for k in cases}
-        for k, fn in cases.items():  # warm-up
+        for fn in cases.values():  # warm-up
             step(fn)
         for _ in range(args.reps):
             for k, fn in cases.items():
@@ -235,7 +236,8 @@ def main(argv=None) -> None:
         # (checkpointed block inputs are held by the checkpoint, not counted there: see RSS)
         import subprocess
 
-        print(f"\n{'T':>3s} {'case':32s} {'MiB saved for bwd':>18s} {'MiB peak RSS growth':>20s}")
+        print(f"\n{'T':>3s} {'case':32s} {'MiB saved for bwd':>18s} {'MiB peak RSS growth':>20s}"
+              f" {'s/step (1 run)':>15s}")
         for T in args.mem_steps:
             b = args.backends[0]
             for case in ("bound", f"{b}:fast", f"{b}:fast+ckpt", f"{b}:library"):
@@ -245,8 +247,8 @@ def main(argv=None) -> None:
                 if not line:
                     print(f"{T:3d} {case:32s} failed: {r.stderr[-300:]}")
                     continue
-                saved, rss = (int(v) for v in line[0].split()[1:])
-                print(f"{T:3d} {case:32s} {saved / 2**20:18.0f} {rss / 2**20:20.0f}")
+                saved, rss, dt = (float(v) for v in line[0].split()[1:])
+                print(f"{T:3d} {case:32s} {saved / 2**20:18.0f} {rss / 2**20:20.0f} {dt:15.2f}")
     elif args.mem_steps:
         print(f"\n{'T':>3s} {'case':32s} {'MiB CUDA peak':>14s}")
         for T in args.mem_steps:
@@ -255,12 +257,12 @@ def main(argv=None) -> None:
             seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g).to(dev)
             y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
             rate = make("rate", "fast", 1, dev).train()
-            fns = {"bound": lambda: rate_bound_loss(rate, seq, y)}
+            fns = {"bound": partial(rate_bound_loss, rate, seq, y)}
             b = args.backends[0]
             for impl in ("fast", "fast+ckpt", "library"):
                 net = make(b, impl.replace("+ckpt", ""), T, dev).train()
                 net.checkpoint_blocks = impl.endswith("+ckpt")
-                fns[f"{b}:{impl}"] = (lambda n: lambda: folded_loss(n, seq, y, False))(net)
+                fns[f"{b}:{impl}"] = partial(folded_loss, net, seq, y, False)
             for k, fn in fns.items():
                 print(f"{T:3d} {k:32s} {peak_cuda(fn) / 2**20:14.0f}")
     print()

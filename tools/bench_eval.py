@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from hydra import compose, initialize_config_dir
+from torch import nn
 
 from snnrsa.config import resolve
 from snnrsa.network import Network
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
         cases[name] = (lambda m: lambda x: m.features(x, LAYERS))(n)
     times = {k: [] for k in cases}
     outs = {}
-    for r in range(args.reps):
+    for _ in range(args.reps):
         for k, fn in cases.items():
             t, o = timed(fn, images, args.batch)
             times[k].append(t)
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     print(f"{'case':24s} {'s':>7s} {'img/s':>7s} {'x plain':>8s} {'max |dfeat| vs nofast':>22s}")
     for k, v in med.items():
         diff = ""
-        if k.startswith("snnrsa_"):
+        if k.startswith("snnrsa"):
             diff = max(float((torch.cat([o[n] for o in outs[k]]) - ref[n]).abs().max().cpu())
                        for n in LAYERS)
             diff = f"{diff:.1e}"
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     sp = {}
     for impl in ("fast", "library"):
         snet = build("snntorch_lif", args.time_steps, impl).to(dev)
-        sp[impl] = min(timed(lambda x: snet.features(x, LAYERS), images[:n], args.batch)[0]
+        sp[impl] = min(timed(partial(snet.features, layers=LAYERS), images[:n], args.batch)[0]
                        for _ in range(max(1, args.reps - 1)))
     per_plain = med["plain"] / args.images * n
     for impl, v in sp.items():
