@@ -355,6 +355,15 @@ class LayerIO:
     v_post: torch.Tensor
 
 
+def require_spike_input(cfg: Any) -> None:
+    """STDP rules learn from spike timing: latency or Poisson input over >= 2 steps."""
+    enc, steps = cfg.encoding.name, cfg.neuron.time_steps
+    if enc not in ("latency", "poisson") or steps < 2:
+        raise ConfigError(
+            f"rule={cfg.rule.name} needs spike input: encoding={enc} with neuron.time_steps="
+            f"{steps}; use encoding=latency (or poisson) and neuron.time_steps >= 2")
+
+
 class STDP(Rule):
     """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
 
@@ -363,11 +372,8 @@ class STDP(Rule):
     @classmethod
     def check(cls, cfg: Any) -> None:
         """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
-        rule, enc, steps = cfg.rule, cfg.encoding.name, cfg.neuron.time_steps
-        if enc not in ("latency", "poisson") or steps < 2:
-            raise ConfigError(
-                f"rule=stdp needs spike input: encoding={enc} with neuron.time_steps={steps}; "
-                "use encoding=latency (or poisson) and neuron.time_steps >= 2")
+        rule = cfg.rule
+        require_spike_input(cfg)
         if rule.reduce not in ("sum", "mean"):
             raise ConfigError(f"rule.reduce={rule.reduce!r} is not one of sum, mean")
         if rule.threshold_mode not in ("fixed", "adaptive"):

@@ -34,6 +34,7 @@ from snnrsa.rules.stdp import (
     convergence,
     effective_rf,
     orientation_tuning,
+    require_spike_input,
 )
 
 
@@ -151,11 +152,8 @@ class STDPTrace(Rule):
 
     @classmethod
     def check(cls, cfg: Any) -> None:
-        rule, enc, steps = cfg.rule, cfg.encoding.name, cfg.neuron.time_steps
-        if enc not in ("latency", "poisson") or steps < 2:
-            raise ConfigError(
-                f"rule=stdp_trace needs spike input: encoding={enc} with neuron.time_steps="
-                f"{steps}; use encoding=latency (or poisson) and neuron.time_steps >= 2")
+        rule = cfg.rule
+        require_spike_input(cfg)
         for key, allowed in (("competition", ("none", "pointwise")),
                              ("normalise", ("none", "mean", "l2")),
                              ("threshold_mode", ("fixed", "adaptive")),
