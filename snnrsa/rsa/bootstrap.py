@@ -17,7 +17,7 @@ import numpy as np
 
 from snnrsa.rsa._arrays import check_finite, pair_index, pair_mask, rdm_vectors
 from snnrsa.rsa._wrank import present_pairs, rank_keys, weighted_ranks
-from snnrsa.rsa.compare import CONVENTIONS, canonical_method
+from snnrsa.rsa.compare import canonical_method, convention_vectors
 
 BOOT_METHODS = ("spearman", "pearson", "cosine")
 
@@ -150,19 +150,9 @@ def bootstrap_score(
     condensed: bool | None = None,
 ) -> np.ndarray:
     """`compare.score` on each resample: (B,) + models_lead + brains_lead[:-1]."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    vb, n, lead_b = rdm_vectors(subject_rdms, "subject_rdms", condensed)
-    if len(lead_b) == 0:
-        raise ValueError("subject_rdms needs a subject axis: (..., subjects, n, n)")
-    va, na, lead_a = rdm_vectors(models, "models", condensed)
-    if na != n:
-        raise ValueError(f"models have {na} conditions but subject_rdms have {n}")
-    vb = vb.reshape(lead_b + (vb.shape[-1],))
-    if convention == "mean_rdm":
-        vb = vb.mean(axis=-2)
+    va, vb = convention_vectors(models, subject_rdms, convention, condensed)
     out = bootstrap_compare(
-        va.reshape(lead_a + (va.shape[-1],)),
+        va,
         vb,
         method,
         mask,

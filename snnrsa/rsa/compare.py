@@ -166,6 +166,25 @@ def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> fl
     return float(compare(a, b, "spearman", mask))
 
 
+def convention_vectors(
+    models: Any, subject_rdms: Any, convention: str, condensed: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised models (lead + pairs) and brain RDMs, the subject axis kept ("per_subject")
+    or averaged away ("mean_rdm"), checked to share one condition count."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    vb, n, lead_b = rdm_vectors(subject_rdms, "subject_rdms", condensed)
+    if len(lead_b) == 0:
+        raise ValueError("subject_rdms needs a subject axis: (..., subjects, n, n)")
+    va, na, lead_a = rdm_vectors(models, "models", condensed)
+    if na != n:
+        raise ValueError(f"models have {na} conditions but subject_rdms have {n}")
+    vb = vb.reshape(lead_b + (vb.shape[-1],))
+    if convention == "mean_rdm":
+        vb = vb.mean(axis=-2)
+    return va.reshape(lead_a + (va.shape[-1],)), vb
+
+
 def score(
     models: Any,
     subject_rdms: Any,
@@ -181,17 +200,6 @@ def score(
     "per_subject" scores each subject and averages the scores (the 2605.30556 convention);
     "mean_rdm" averages the subject RDMs, then scores once (the companion paper's convention).
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    vb, n, lead_b = rdm_vectors(subject_rdms, "subject_rdms", condensed)
-    if len(lead_b) == 0:
-        raise ValueError("subject_rdms needs a subject axis: (..., subjects, n, n)")
-    va, na, lead_a = rdm_vectors(models, "models", condensed)
-    if na != n:
-        raise ValueError(f"models have {na} conditions but subject_rdms have {n}")
-    va = va.reshape(lead_a + (va.shape[-1],))
-    vb = vb.reshape(lead_b + (vb.shape[-1],))
-    if convention == "mean_rdm":
-        vb = vb.mean(axis=-2)
+    va, vb = convention_vectors(models, subject_rdms, convention, condensed)
     scores = compare(va, vb, method, mask, condensed=True)
     return scores if convention == "mean_rdm" else scores.mean(axis=-1)

@@ -136,8 +136,8 @@ def permutation_test(
     return TestResult(obs, float((1 + hits.sum()) / (1 + n_perm)), null)
 
 
-def fdr_bh(p: Any) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaNs ignored and kept)."""
+def _adjust(p: Any, step_adjust: Any) -> np.ndarray:
+    """Apply a step-wise adjustment to the sorted non-NaN p-values; NaNs stay in place."""
     p = np.asarray(p, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
@@ -145,28 +145,25 @@ def fdr_bh(p: Any) -> np.ndarray:
     if v.size:
         _check_p(v)
         order = np.argsort(v)
-        ranked = v[order] * len(v) / np.arange(1, len(v) + 1)
-        adj = np.minimum.accumulate(ranked[::-1])[::-1]
         res = np.empty_like(v)
-        res[order] = np.minimum(adj, 1.0)
+        res[order] = np.minimum(step_adjust(v[order]), 1.0)
         out[ok] = res
     return out
+
+
+def fdr_bh(p: Any) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (NaNs ignored and kept)."""
+
+    def step_up(v: np.ndarray) -> np.ndarray:
+        ranked = v * len(v) / np.arange(1, len(v) + 1)
+        return np.minimum.accumulate(ranked[::-1])[::-1]
+
+    return _adjust(p, step_up)
 
 
 def holm(p: Any) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (NaNs ignored and kept)."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    v = p[ok]
-    if v.size:
-        _check_p(v)
-        order = np.argsort(v)
-        ranked = v[order] * (len(v) - np.arange(len(v)))
-        res = np.empty_like(v)
-        res[order] = np.minimum(np.maximum.accumulate(ranked), 1.0)
-        out[ok] = res
-    return out
+    return _adjust(p, lambda v: np.maximum.accumulate(v * (len(v) - np.arange(len(v)))))
 
 
 def _check_p(v: np.ndarray) -> None:
