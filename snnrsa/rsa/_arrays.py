@@ -127,3 +127,18 @@ def check_finite(vecs: np.ndarray, mask: np.ndarray | None, name: str) -> None:
             f"{name} has NaN/inf at {bad} pair(s) kept by the comparison; "
             "exclude them with a pair mask"
         )
+
+
+def paired_vectors(
+    a: Any, b: Any, mask: Any, condensed: bool | None
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None, tuple, tuple]:
+    """Two RDM stacks as checked vectors over the same conditions, with the pair mask:
+    (va, vb, n, keep, lead_a, lead_b); NaNs allowed only on pairs the mask drops."""
+    va, n, lead_a = rdm_vectors(a, "a", condensed)
+    vb, nb, lead_b = rdm_vectors(b, "b", condensed)
+    if n != nb:
+        raise ValueError(f"a has {n} conditions but b has {nb}")
+    keep = pair_mask(mask, n)
+    check_finite(va, keep, "a")
+    check_finite(vb, keep, "b")
+    return va, vb, n, keep, lead_a, lead_b

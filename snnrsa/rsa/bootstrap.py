@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from snnrsa.rsa._arrays import check_finite, pair_index, pair_mask, rdm_vectors
+from snnrsa.rsa._arrays import check_finite, pair_index, pair_mask, paired_vectors, rdm_vectors
 from snnrsa.rsa._wrank import present_pairs, rank_keys, weighted_ranks
 from snnrsa.rsa.compare import canonical_method, convention_vectors
 
@@ -66,13 +66,7 @@ def bootstrap_compare(
     Resamples with fewer than 3 distinct stimuli, or where a vector has no variance, give NaN.
     """
     method = _method(method)
-    va, n, lead_a = rdm_vectors(a, "a", condensed)
-    vb, nb, lead_b = rdm_vectors(b, "b", condensed)
-    if n != nb:
-        raise ValueError(f"a has {n} conditions but b has {nb}")
-    keep = pair_mask(mask, n)
-    check_finite(va, keep, "a")
-    check_finite(vb, keep, "b")
+    va, vb, n, keep, lead_a, lead_b = paired_vectors(a, b, mask, condensed)
     counts, iu, ju = _resample_setup(n, indices, n_boot, seed)
     out = np.full((len(counts), len(va), len(vb)), np.nan)
     if method == "spearman":

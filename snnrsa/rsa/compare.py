@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau, rankdata
 
-from snnrsa.rsa._arrays import check_finite, pair_index, pair_mask, rdm_vectors
+from snnrsa.rsa._arrays import pair_index, paired_vectors, rdm_vectors
 
 COMPARE_METHODS = (
     "spearman",
@@ -73,13 +73,7 @@ def compare(
     the mask drops. For single RDMs the result is a 0-d array (use float()).
     """
     method = canonical_method(method)
-    va, n, lead_a = rdm_vectors(a, "a", condensed)
-    vb, nb, lead_b = rdm_vectors(b, "b", condensed)
-    if n != nb:
-        raise ValueError(f"a has {n} conditions but b has {nb}")
-    keep = pair_mask(mask, n)
-    check_finite(va, keep, "a")
-    check_finite(vb, keep, "b")
+    va, vb, n, keep, lead_a, lead_b = paired_vectors(a, b, mask, condensed)
     return compare_vectors(va, vb, method, keep, n).reshape(lead_a + lead_b)
 
 
