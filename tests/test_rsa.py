@@ -305,14 +305,33 @@ def test_bootstrap_matches_rsatoolbox_resamples(masked):
     subj[0, :6] = subj[0, 6]  # ties in a subject too
     mask = np.random.default_rng(2).random(subj.shape[1]) > 0.2 if masked else None
     idx = bootstrap_indices(24, 6, seed=1)
+    idx[4, :12] = 3  # pair weights beyond int8: a stimulus drawn 12 times (144)
     for method in ("spearman", "corr", "cosine"):
-        boot = bootstrap_compare(models, subj, method, mask, indices=idx)
-        ceil = bootstrap_noise_ceiling(subj, method, mask, indices=idx)
+        # two threads share the resamples: results must not depend on it
+        boot = bootstrap_compare(models, subj, method, mask, indices=idx, n_jobs=2)
+        ceil = bootstrap_noise_ceiling(subj, method, mask, indices=idx, n_jobs=2)
         for b, row in enumerate(idx):
             rs = _rsatoolbox_resample(subj, mask, row)
             ref = rsa_compare(_rsatoolbox_resample(models, mask, row), rs, method)
             np.testing.assert_allclose(boot[b], ref, atol=TOL, err_msg=method)
             np.testing.assert_allclose(ceil[b], boot_noise_ceiling(rs, method=method), atol=TOL)
+
+
+def test_bootstrap_heavy_resample_matches_rsatoolbox():
+    """One stimulus drawn 190 of 200 times: pair weights 190^2 need more than int16."""
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((200, 6))
+    rdms = np.array([pdist(base + rng.standard_normal((200, 6)), "correlation") for _ in range(3)])
+    row = np.r_[np.zeros(190, dtype=int), rng.choice(np.arange(1, 200), 10, replace=False)]
+    rs = _rsatoolbox_resample(rdms, None, row)
+    for method in ("spearman", "corr"):
+        got = bootstrap_compare(rdms[:1], rdms[1:], method, indices=row[None])[0]
+        ref = rsa_compare(
+            _rsatoolbox_resample(rdms[:1], None, row), _rsatoolbox_resample(rdms[1:], None, row), method
+        )
+        np.testing.assert_allclose(got, ref, atol=TOL)
+        ceil = bootstrap_noise_ceiling(rdms, method, indices=row[None])[0]
+        np.testing.assert_allclose(ceil, boot_noise_ceiling(rs, method=method), atol=TOL)
 
 
 def test_bootstrap_identity_resample_and_conventions():
@@ -330,6 +349,8 @@ def test_bootstrap_identity_resample_and_conventions():
     assert bootstrap_score(models, subj, convention="mean_rdm", n_boot=5).shape == (5, 2)
     degenerate = np.zeros((1, 24), dtype=int)
     assert np.isnan(bootstrap_compare(models, subj, indices=degenerate)).all()
+    with pytest.raises(ValueError, match="n_jobs"):
+        bootstrap_compare(models, subj, n_boot=2, n_jobs=0)
 
 
 def test_percentile_ci_and_bootstrap_p():

@@ -2,82 +2,118 @@
 
 A resample of stimuli with counts c repeats pair (i, j) c_i * c_j times and drops self-pairs, so
 the resampled RDM vector is the original pairs with integer weights w = c_i c_j (times the pair
-mask). Ranking the expanded vector with average ties equals giving each kept pair the weighted
-mid-rank (weight of smaller pairs) + (weight of its tie group + 1) / 2. Only pairs with w > 0 take
-part, and their order is the fixed order of the original values: the sort key is each pair's
-precomputed rank position, packed with the pair's local index into one int64 so that a plain
-(SIMD) sort replaces an argsort. Results equal rsatoolbox's rankdata on the expanded resample.
+mask). Ranking the expanded vector with average ties equals giving each pair the weighted
+mid-rank (weight of smaller pairs) + (weight of its tie group + 1) / 2, and the order of the pairs
+is the order of the original values, fixed across resamples. So each RDM is sorted once
+(`rank_orders`) and a resample costs one pass over that order (`midranks`, compiled with numba:
+one gather and one scatter per pair, about 10x fewer memory passes than numpy can do it).
+Results equal rsatoolbox's rankdata on the expanded resample.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 
-def rank_keys(vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer sort keys (k, P) that order each row like its values, equal keys for equal values.
+def index_bits(m: int) -> int:
+    """Bits that hold an item index below m in a packed (key << bits | index) int64."""
+    return max(1, int(m - 1).bit_length())
 
-    Returns the keys and, per row, whether it has ties (those rows need the tie-group path).
+
+def rank_orders(vecs: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Sort each row once: (packed, shift, ties).
+
+    packed[r, k] = (tie-group id << shift) | item index of row r's k-th smallest value, so one
+    int64 stream gives both the visiting order and the ties; ties[r] says whether row r has any.
     """
-    order = np.argsort(vecs, axis=1)
+    shift = index_bits(vecs.shape[1])
+    order = np.argsort(vecs, axis=1, kind="stable")
     srt = np.take_along_axis(vecs, order, axis=1)
     new = np.ones_like(srt, dtype=bool)
     new[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    group = np.cumsum(new, axis=1) - 1
-    keys = np.empty_like(order)
-    np.put_along_axis(keys, order, group, axis=1)
-    return keys, ~new.all(axis=1)
+    packed = np.cumsum(new, axis=1, dtype=np.int64) - 1
+    packed <<= shift
+    packed |= order
+    return packed, shift, ~new.all(axis=1)
 
 
-def weighted_ranks(keys: np.ndarray, w: np.ndarray, ties: bool, out: np.ndarray) -> float:
-    """Weighted mid-ranks of items with non-negative integer `keys` and int64 weights `w`.
+@numba.njit(nogil=True, cache=True)
+def midranks(packed: np.ndarray, shift: int, ties: bool, w: np.ndarray, n_tot: int, out: np.ndarray) -> float:
+    """Doubled centred weighted mid-ranks of the items listed in sorted `packed`, into `out`.
 
-    Writes rank - mean rank + h into `out`, with h = (N + w) / 2 and N = sum(w): for untied
-    keys that is just the inclusive cumulative weight, an exact integer, and h is the same for
-    every vector, so callers subtract it once inside a matrix product instead of per vector.
-    Returns the tie correction's excess over sum(w^3 - w): the rank variance is
-    (N^3 - N - sum(w^3 - w) - excess) / 12. With `ties=False` keys must be distinct (not
-    checked). Only tied items are revisited, so rare ties cost little. Pass only w > 0.
+    Item i gets 2 * (mid-rank - (N + 1) / 2), N = sum(w): an exact integer whatever the weights.
+    Equal keys (packed >> shift) form tie groups; with `ties=False` keys are taken as distinct.
+    Items with w = 0 get a value but no weight. Returns the tie sum T = sum over tie groups (of
+    the expanded vector) of G^3 - G, so sum(w (rank - mean)^2) = (N^3 - N - T) / 12.
     """
-    m = len(keys)
-    shift = max(1, int(m).bit_length())
-    packed = keys << shift
-    packed |= np.arange(m, dtype=np.int64)
-    packed.sort()
-    loc = packed & ((1 << shift) - 1)
-    ws = w[loc]
-    cs = np.cumsum(ws)
-    excess = 0.0
-    if ties:
-        ksorted = packed >> shift
-        dup = np.flatnonzero(ksorted[1:] == ksorted[:-1])
-        if len(dup):
-            tied = np.zeros(m, dtype=bool)
-            tied[dup] = True
-            tied[dup + 1] = True
-            pos = np.flatnonzero(tied)
-            kt = ksorted[pos]
-            new = np.ones(len(pos), dtype=bool)
-            new[1:] = kt[1:] != kt[:-1]
-            gid = np.cumsum(new) - 1
-            wt = ws[pos].astype(np.float64)
-            gw = np.bincount(gid, weights=wt)
-            before = (cs[pos] - wt)[new]
-            cs = cs.astype(np.float64)
-            # (before + (G + 1)/2) - (N + 1)/2 + (N + w)/2: mid-rank in the same shifted form
-            cs[pos] = before[gid] + (gw[gid] + wt) / 2.0
-            excess = float(np.sum(gw**3 - gw) - np.sum(wt**3 - wt))
-    out[loc] = cs
-    return excess
+    m = packed.shape[0]
+    mask = (np.int64(1) << shift) - 1
+    before = np.int64(0)
+    tiesum = np.int64(0)
+    if not ties:
+        for k in range(m):
+            i = packed[k] & mask
+            wk = np.int64(w[i])
+            out[i] = 2 * before + wk - n_tot
+            before += wk
+            tiesum += wk * wk * wk - wk
+        return float(tiesum)
+    k = 0
+    while k < m:
+        key = packed[k] >> shift
+        e = k + 1
+        g = np.int64(w[packed[k] & mask])
+        while e < m and packed[e] >> shift == key:
+            g += w[packed[e] & mask]
+            e += 1
+        value = 2 * before + g - n_tot
+        for q in range(k, e):
+            out[packed[q] & mask] = value
+        tiesum += g * g * g - g
+        before += g
+        k = e
+    return float(tiesum)
 
 
-def present_pairs(
-    counts: np.ndarray, iu: np.ndarray, ju: np.ndarray, keep: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and integer weights c_i c_j of the pairs a resample keeps (weight > 0)."""
-    c = counts.astype(np.int64)
-    w_all = c[iu] * c[ju]
-    if keep is not None:
-        w_all *= keep
-    idx = np.flatnonzero(w_all)
-    return idx, w_all[idx]
+@numba.njit(nogil=True, cache=True)
+def pair_weights(counts: np.ndarray, iu: np.ndarray, ju: np.ndarray, keep: np.ndarray, w: np.ndarray) -> None:
+    """Integer weights c_i c_j of every pair in a resample into w (0 where `keep` is False)."""
+    for p in range(iu.shape[0]):
+        w[p] = counts[iu[p]] * counts[ju[p]] if keep[p] else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def present(rows: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns (pairs) of `rows` with w > 0, and their weights."""
+    m = 0
+    for p in range(w.shape[0]):
+        m += w[p] > 0
+    out = np.empty((rows.shape[0], m))
+    wc = np.empty(m, dtype=w.dtype)
+    j = 0
+    for p in range(w.shape[0]):
+        if w[p] > 0:
+            wc[j] = w[p]
+            for r in range(rows.shape[0]):
+                out[r, j] = rows[r, p]
+            j += 1
+    return out, wc
+
+
+@numba.njit(nogil=True, cache=True)
+def pooled_keys(ranks: np.ndarray, leave: int, shift: int, offset: int) -> np.ndarray:
+    """Packed sort keys of the summed integer-valued rank rows, row `leave` left out (-1: none).
+
+    The sum of doubled centred ranks orders pairs like the mean of the rows, exactly;
+    `offset` (rows * N bounds |sum|) makes it non-negative.
+    """
+    rows, m = ranks.shape
+    packed = np.empty(m, dtype=np.int64)
+    for p in range(m):
+        v = np.int64(offset)
+        for r in range(rows):
+            if r != leave:
+                v += np.int64(ranks[r, p])
+        packed[p] = (v << shift) | p
+    return packed

@@ -6,17 +6,28 @@ rsatoolbox's `bootstrap_sample_pattern` + `subsample_pattern` do. `bootstrap_ind
 draws the same resamples as rsatoolbox after `np.random.seed(seed)`, and passing the same
 `indices` (or seed) to every call shares the resamples across conditions, so differences between
 conditions get paired confidence intervals. Resamples are never materialised: each becomes
-integer pair weights (see `_wrank`), which is what makes 1,000 resamples of 720 stimuli cheap.
+integer pair weights (see `_wrank`): every RDM is sorted once, and a resample costs one compiled
+pass per RDM, which is what makes 1,000 resamples of 720 stimuli cheap.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from snnrsa.rsa._arrays import check_finite, pair_index, pair_mask, paired_vectors, rdm_vectors
-from snnrsa.rsa._wrank import present_pairs, rank_keys, weighted_ranks
+from snnrsa.rsa._wrank import (
+    index_bits,
+    midranks,
+    pair_weights,
+    pooled_keys,
+    present,
+    rank_orders,
+)
 from snnrsa.rsa.compare import canonical_method, convention_vectors
 
 BOOT_METHODS = ("spearman", "pearson", "cosine")
@@ -60,54 +71,105 @@ def bootstrap_compare(
     seed: int = 0,
     indices: Any = None,
     condensed: bool | None = None,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Scores of every RDM in `a` against every RDM in `b` on each resample: (B,) + a + b leads.
 
     Resamples with fewer than 3 distinct stimuli, or where a vector has no variance, give NaN.
+    `n_jobs` threads share the resamples (None: every usable core); results do not depend on it.
     """
     method = _method(method)
     va, vb, n, keep, lead_a, lead_b = paired_vectors(a, b, mask, condensed)
     counts, iu, ju = _resample_setup(n, indices, n_boot, seed)
-    out = np.full((len(counts), len(va), len(vb)), np.nan)
+    weights = _PairWeights(iu, ju, keep)
     if method == "spearman":
-        allv = np.concatenate([va, vb])
-        keys, ties = rank_keys(allv)
-        for s, c in enumerate(counts):
-            if np.count_nonzero(c) < 3:
-                continue
-            pidx, w = present_pairs(c, iu, ju, keep)
-            out[s] = _spearman_one(keys[:, pidx], ties, w, len(va))
+        orders = rank_orders(np.concatenate([va, vb]))
+        shape = (len(va) + len(vb), len(iu))
+
+        def one(c: np.ndarray, scratch: dict) -> np.ndarray:
+            ranks = scratch.setdefault("ranks", np.empty(shape))
+            return _spearman_one(*orders, weights(c), len(va), ranks)
+
     else:
-        for s, c in enumerate(counts):
-            if np.count_nonzero(c) < 3:
-                continue
-            pidx, w = present_pairs(c, iu, ju, keep)
-            out[s] = _weighted_corr(va[:, pidx], vb[:, pidx], w * 1.0, centre=method == "pearson")
+
+        def one(c: np.ndarray, scratch: dict) -> np.ndarray:
+            w = weights(c)
+            pidx = np.flatnonzero(w)
+            return _weighted_corr(va[:, pidx], vb[:, pidx], w[pidx] * 1.0, method == "pearson")
+
+    out = _map_resamples(one, counts, (len(va), len(vb)), n_jobs)
     return out.reshape((len(counts),) + lead_a + lead_b)
 
 
-def _ranks_and_variances(
-    keys: np.ndarray, ties: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shifted weighted ranks (rows: centred rank + h, see `weighted_ranks`), h, variances."""
-    n_tot = float(w.sum())
-    base = n_tot**3 - n_tot
-    wf = w.astype(np.float64)
-    shared = float(np.sum(wf**3 - wf))
-    ranks = np.empty((len(keys), len(w)))
-    var = np.empty(len(keys))
-    for r in range(len(keys)):
-        excess = weighted_ranks(keys[r], w, bool(ties[r]), ranks[r])
-        var[r] = (base - shared - excess) / 12.0
-    return ranks, (n_tot + wf) / 2.0, var
+class _PairWeights:
+    """Resample counts -> integer pair weights c_i c_j, in the narrowest integer type that holds
+    them (int8 for usual resamples), since the per-resample passes gather them at random."""
+
+    def __init__(self, iu: np.ndarray, ju: np.ndarray, keep: np.ndarray | None) -> None:
+        self.iu, self.ju = iu.astype(np.int32), ju.astype(np.int32)
+        self.keep = np.ones(len(iu), dtype=bool) if keep is None else keep
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        top = int(counts.max()) ** 2
+        dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64) if top <= np.iinfo(t).max)
+        w = np.empty(len(self.iu), dtype=dtype)
+        pair_weights(counts, self.iu, self.ju, self.keep, w)
+        return w
 
 
-def _spearman_one(keys: np.ndarray, ties: np.ndarray, w: np.ndarray, n_a: int) -> np.ndarray:
-    ranks, h, var = _ranks_and_variances(keys, ties, w)
-    # sum w (x - h)(y - h) for all pairs at once: one product with h appended to both sides
-    left = np.vstack([ranks[:n_a], h]) * w
-    t = left @ np.vstack([ranks[n_a:], h]).T
-    num = t[:-1, :-1] - t[-1:, :-1] - t[:-1, -1:] + t[-1, -1]
+def _n_jobs(n_jobs: int | None, n_tasks: int) -> int:
+    if n_jobs is None:
+        n_jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    return max(1, min(n_jobs, n_tasks))
+
+
+def _map_resamples(
+    one: Callable[[np.ndarray, dict], Any], counts: np.ndarray, shape: tuple[int, ...], n_jobs: int | None
+) -> np.ndarray:
+    """out[s] = one(counts[s], scratch) for every resample with >= 3 distinct stimuli, else NaN.
+
+    Threads take contiguous blocks of resamples; the compiled passes and sorts release the GIL,
+    and each thread has its own scratch arrays.
+    """
+    out = np.full((len(counts),) + shape, np.nan)
+
+    def block(rows: np.ndarray) -> None:
+        scratch: dict = {}
+        for s in rows:
+            if np.count_nonzero(counts[s]) >= 3:
+                out[s] = one(counts[s], scratch)
+
+    jobs = _n_jobs(n_jobs, len(counts))
+    if jobs == 1:
+        block(np.arange(len(counts)))
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(block, np.array_split(np.arange(len(counts)), jobs)))
+    return out
+
+
+def _rank_variance(n_tot: int, tiesum: Any) -> Any:
+    """sum(w * (mid-rank - mean)^2) from the tie sum `midranks` returns (float64: N^3 ~ 1e16)."""
+    return (float(n_tot) ** 3 - n_tot - np.asarray(tiesum)) / 12.0
+
+
+def _doubled_ranks(
+    packed: np.ndarray, shift: int, ties: np.ndarray, w: np.ndarray, ranks: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """Fill rows of `ranks` with doubled centred mid-ranks under weights w; (N, rank variances)."""
+    n_tot = int(w.sum(dtype=np.int64))
+    tiesum = [midranks(packed[r], shift, ties[r], w, n_tot, ranks[r]) for r in range(len(packed))]
+    return n_tot, _rank_variance(n_tot, tiesum)
+
+
+def _spearman_one(
+    packed: np.ndarray, shift: int, ties: np.ndarray, w: np.ndarray, n_a: int, ranks: np.ndarray
+) -> np.ndarray:
+    """Spearman of rows [:n_a] against rows [n_a:] under weights w; `ranks` is scratch."""
+    _, var = _doubled_ranks(packed, shift, ties, w, ranks)
+    num = (ranks[:n_a] * w) @ ranks[n_a:].T / 4.0
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.sqrt(np.where(var > 0, var, np.nan))
         return num / np.outer(sd[:n_a], sd[n_a:])
@@ -142,6 +204,7 @@ def bootstrap_score(
     seed: int = 0,
     indices: Any = None,
     condensed: bool | None = None,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """`compare.score` on each resample: (B,) + models_lead + brains_lead[:-1]."""
     va, vb = convention_vectors(models, subject_rdms, convention, condensed)
@@ -154,6 +217,7 @@ def bootstrap_score(
         seed=seed,
         indices=indices,
         condensed=True,
+        n_jobs=n_jobs,
     )
     return out if convention == "mean_rdm" else out.mean(axis=-1)
 
@@ -167,6 +231,7 @@ def bootstrap_noise_ceiling(
     seed: int = 0,
     indices: Any = None,
     condensed: bool | None = None,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """(B, 2) leave-one-subject-out (lower, upper) ceilings on each stimulus resample.
 
@@ -180,41 +245,42 @@ def bootstrap_noise_ceiling(
     keep = pair_mask(mask, n)
     check_finite(vs, keep, "subject_rdms")
     counts, iu, ju = _resample_setup(n, indices, n_boot, seed)
-    keys, ties = rank_keys(vs) if method == "spearman" else (None, None)
-    out = np.full((len(counts), 2), np.nan)
-    for s, c in enumerate(counts):
-        if np.count_nonzero(c) < 3:
-            continue
-        pidx, w = present_pairs(c, iu, ju, keep)
-        if method == "spearman":
-            out[s] = _ceiling_spearman(keys[:, pidx], ties, w)
-        else:
-            out[s] = _ceiling_linear(vs[:, pidx], w * 1.0, method)
-    return out
+    weights = _PairWeights(iu, ju, keep)
+    orders = rank_orders(vs) if method == "spearman" else None
+
+    def one(c: np.ndarray, scratch: dict) -> tuple[float, float]:
+        w = weights(c)
+        if orders is None:
+            pidx = np.flatnonzero(w)
+            return _ceiling_linear(vs[:, pidx], w[pidx] * 1.0, method)
+        ranks = scratch.setdefault("ranks", np.empty(vs.shape))
+        return _ceiling_spearman(*orders, w, ranks)
+
+    return _map_resamples(one, counts, (2,), n_jobs)
 
 
-def _ceiling_spearman(keys: np.ndarray, ties: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    n_subj = len(keys)
-    ranks, h, var = _ranks_and_variances(keys, ties, w)
-    ranks -= h
-    n_tot = float(w.sum())
-    base = n_tot**3 - n_tot
-    wf = w.astype(np.float64)
-    shared = float(np.sum(wf**3 - wf))
-    # 2 * centred mid-rank is an integer, so pooled ranks are ordered exactly by integer sums.
-    twice = np.rint(2.0 * ranks).astype(np.int64)
-    total = twice.sum(axis=0)
-    pooled_rank = np.empty(len(w))
+def _ceiling_spearman(
+    packed: np.ndarray, shift: int, ties: np.ndarray, w: np.ndarray, ranks: np.ndarray
+) -> tuple[float, float]:
+    """rsatoolbox's Spearman LOSO bounds: pool (average) the other subjects' ranks, rank again."""
+    n_subj = len(packed)
+    n_tot, var = _doubled_ranks(packed, shift, ties, w, ranks)
+    # doubled centred ranks are integers, so pooled ranks are ordered exactly by integer sums
+    twice, wp = present(ranks, w)
+    p_shift = index_bits(len(wp))
+    if (2 * n_subj * n_tot + 1) >> (62 - p_shift):
+        raise ValueError(f"too many pairs for exact pooled ranks ({len(wp)} pairs, N = {n_tot})")
+    pooled = np.empty(len(wp))
     lower, upper = [], []
-    for k in range(n_subj + 1):
-        pooled = total - twice[k] if k < n_subj else total
-        excess = weighted_ranks(pooled - pooled.min(), w, True, pooled_rank)
-        pooled_rank -= h
-        pvar = (base - shared - excess) / 12.0
-        targets = [k] if k < n_subj else range(n_subj)
-        pw = pooled_rank * wf
-        rho = [_matvec(ranks[t : t + 1], pw)[0] / np.sqrt(pvar * var[t]) for t in targets]
-        (lower if k < n_subj else upper).extend(rho)
+    for k in [*range(n_subj), -1]:
+        keys = pooled_keys(twice, k, p_shift, n_subj * n_tot)
+        keys.sort()
+        pvar = _rank_variance(n_tot, midranks(keys, p_shift, True, wp, n_tot, pooled))
+        rho = twice @ (pooled * wp) / 4.0 / np.sqrt(pvar * var)
+        if k >= 0:
+            lower.append(rho[k])
+        else:
+            upper.extend(rho)
     return float(np.mean(lower)), float(np.mean(upper))
 
 
