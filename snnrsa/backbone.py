@@ -4,6 +4,12 @@ fully connected layers, and a linear head, run over T time steps.
 Convolutions and linear maps are folded over time (one call on ``T * B`` frames); only the neuron
 dynamics step through time, so a feed-forward network costs its convolutions plus the neuron loop.
 With ``neuron=rate`` and T = 1 this is exactly a plain PyTorch CNN.
+
+``backbone.time_checkpoint = k > 0`` bounds BPTT activation memory in training: each conv block
+runs k time steps at a time under activation checkpointing and is recomputed chunk by chunk in
+backward, keeping only its input, its output and one neuron state per chunk. BatchNorm still
+normalises with statistics over all T * B frames (``_ConvStats``), so the step equals full BPTT
+to float rounding (``tests/test_memory_option.py``); cost and memory: ``tools/bench_memory.py``.
 """
 
 from __future__ import annotations
@@ -23,26 +29,56 @@ def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, x.shape[:2])
 
 
-def _checkpointed(block: ConvBlock, x: torch.Tensor, static: bool) -> torch.Tensor:
-    """``block(x)`` under non-reentrant activation checkpointing. The recomputation in backward
-    must not update BatchNorm's running statistics a second time: it runs with momentum 0
-    (running stats unchanged exactly) and restores ``num_batches_tracked``."""
-    calls = [0]
+class _ConvStats(torch.autograd.Function):
+    """Per-channel mean and biased variance of ``conv(x)`` over all frames and pixels (BatchNorm's
+    training statistics), computed ``chunk`` time steps at a time: the conv output of the whole
+    sequence never exists. Backward recomputes each chunk's conv and back-propagates
+    ``dL/dy = g_mean / N + g_var * 2 (y - mean) / N`` through the conv module itself (so FA's
+    feedback convs keep their own backward), again one chunk at a time."""
 
-    def run(inp: torch.Tensor) -> torch.Tensor:
-        calls[0] += 1
-        bn = block.bn
-        if calls[0] == 1 or not isinstance(bn, nn.BatchNorm2d):
-            return block(inp, static=static)
-        momentum, tracked = bn.momentum, bn.num_batches_tracked.clone()
-        bn.momentum = 0.0
-        try:
-            return block(inp, static=static)
-        finally:
-            bn.momentum = momentum
-            bn.num_batches_tracked.copy_(tracked)
+    @staticmethod
+    def forward(ctx, x, chunk, conv, *params):
+        stats = []
+        with torch.no_grad():
+            for xc in x.split(chunk):
+                y = _fold(conv, xc)
+                var, mean = torch.var_mean(y, dim=(0, 1, 3, 4), unbiased=False)
+                stats.append((y.numel() // y.shape[2], mean.double(), var.double()))
+        n = sum(k for k, _, _ in stats)
+        mean = sum(k * m for k, m, _ in stats) / n  # Chan et al.'s pairwise combination, float64
+        var = sum(k * (v + (m - mean) ** 2) for k, m, v in stats) / n
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
+        ctx.save_for_backward(x, mean)
+        ctx.chunk, ctx.conv, ctx.n = chunk, conv, n
+        return mean, var
 
-    return torch.utils.checkpoint.checkpoint(run, x, use_reentrant=False)
+    @staticmethod
+    def backward(ctx, g_mean, g_var):
+        x, mean = ctx.saved_tensors
+        conv, n = ctx.conv, ctx.n
+        params = [p for p in conv.parameters() if p.requires_grad]
+        b = 2.0 * g_var / n
+        a = (g_mean / n - b * mean).view(1, -1, 1, 1)
+        b = b.view(1, -1, 1, 1)
+        need_x = ctx.needs_input_grad[0]
+        gx, gp = [], [torch.zeros_like(p) for p in params]
+        for xc in x.split(ctx.chunk):
+            with torch.enable_grad():
+                xi = xc.detach().flatten(0, 1).requires_grad_(need_x)
+                y = conv(xi)
+                inputs = [xi, *params] if need_x else params
+                grads = torch.autograd.grad(y, inputs, torch.addcmul(a, y.detach(), b),
+                                            allow_unused=True)
+            if need_x:
+                gx.append(grads[0].unflatten(0, xc.shape[:2]))
+                grads = grads[1:]
+            for acc, g in zip(gp, grads):
+                if g is not None:
+                    acc.add_(g)
+        all_params = list(conv.parameters())
+        it = iter(gp)
+        out_p = [next(it) if p.requires_grad else None for p in all_params]
+        return (torch.cat(gx) if need_x else None), None, None, *out_p
 
 
 class ConvBlock(nn.Module):
@@ -59,8 +95,11 @@ class ConvBlock(nn.Module):
     def _conv_bn(self, f: torch.Tensor) -> torch.Tensor:
         bn = self.bn
         if (self.fold_bn and not self.training and not torch.is_grad_enabled()
-                and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats):
-            # eval-only: BatchNorm folded into the conv (one pass less over the largest maps)
+                and type(bn) is nn.BatchNorm2d and not bn.training and bn.track_running_stats):
+            # eval-only: BatchNorm folded into the conv (one pass less over the largest maps).
+            # Only a plain BatchNorm2d in eval mode: bn_eval_mode=train (batch statistics at
+            # evaluation) and subclasses with their own forward (stdp_published's ReLU-then-BN)
+            # take the ordinary path.
             scale = bn.running_var.add(bn.eps).rsqrt()
             if bn.affine:
                 scale = scale * bn.weight
@@ -80,6 +119,77 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
         return _fold(self.pool, self.neuron(self.current(x, static)))
+
+    def _bn_affine(self, x: torch.Tensor, chunk: int):
+        """BatchNorm as ``y * scale + shift`` (per channel, differentiable), with exactly
+        ``nn.BatchNorm2d``'s statistics and running-statistics update; None for no BatchNorm."""
+        bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d):
+            return None
+        use_batch = bn.training or bn.running_mean is None
+        if use_batch:
+            mean, var = _ConvStats.apply(x, chunk, self.conv, *self.conv.parameters())
+            if bn.training and bn.track_running_stats:
+                with torch.no_grad():
+                    bn.num_batches_tracked.add_(1)
+                    f = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                         else bn.momentum)
+                    n = x.shape[0] * x.shape[1] * x.shape[3] * x.shape[4]
+                    bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+                    bn.running_var.mul_(1 - f).add_(var.detach(), alpha=f * n / max(n - 1, 1))
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = (var + bn.eps).rsqrt()
+        if bn.affine:
+            scale = scale * bn.weight
+        shift = -mean * scale
+        if bn.affine:
+            shift = shift + bn.bias
+        return scale.view(-1, 1, 1), shift.view(-1, 1, 1)
+
+    def forward_chunked(self, x: torch.Tensor, static: bool, chunk: int) -> torch.Tensor:
+        """``forward`` with activation memory bounded by ``chunk`` time steps (training with
+        ``backbone.time_checkpoint``): conv, BatchNorm, neuron and pool run ``chunk`` steps at a
+        time under non-reentrant checkpointing, each chunk from the last one's neuron state, and
+        are recomputed chunk by chunk in backward. BatchNorm keeps its statistics over the whole
+        sequence (``_ConvStats``), so outputs, gradients and running statistics equal ``forward``
+        to float rounding. Kept for backward: the block's input and each chunk's neuron state.
+        A block whose BatchNorm or neuron a rule replaced by its own module (e.g. stdp_published's
+        ReLU-then-BN) runs unchunked: ``forward``."""
+        if not (type(self.bn) is nn.BatchNorm2d or isinstance(self.bn, nn.Identity)) or not hasattr(
+            self.neuron, "run"
+        ):
+            return self.forward(x, static)
+        if static:
+            cur0 = self._conv_bn(x[0])  # one frame, T-independent memory
+
+            def piece(n: int, state):
+                cur = cur0.unsqueeze(0).expand(n, *cur0.shape)
+                spikes, state = self.neuron.run(cur, state)
+                return _fold(self.pool, spikes), state
+
+            args = [(n,) for n in _sizes(x.shape[0], chunk)]
+        else:
+            affine = self._bn_affine(x, chunk)
+
+            def piece(xc: torch.Tensor, state):
+                cur = _fold(self.conv, xc)
+                if affine is not None:
+                    cur = torch.addcmul(affine[1], cur, affine[0])
+                spikes, state = self.neuron.run(cur, state)
+                return _fold(self.pool, spikes), state
+
+            args = [(xc,) for xc in x.split(chunk)]
+        outs, state = [], None
+        for a in args:
+            out, state = torch.utils.checkpoint.checkpoint(
+                piece, *a, state, use_reentrant=False, preserve_rng_state=False)
+            outs.append(out)
+        return torch.cat(outs)
+
+
+def _sizes(total: int, chunk: int) -> list[int]:
+    return [min(chunk, total - i) for i in range(0, total, chunk)]
 
 
 class FCLayer(nn.Module):
@@ -117,9 +227,12 @@ class Backbone(nn.Module):
         # float rounding only (<= 1e-6 measured, tools/bench_eval.py)
         self.channels_last = True
         self.fold_bn = True
-        # training-memory bound: keep only each conv block's input for backward and recompute
-        # the block (conv, BN, LIF over all T, pool) during backward (one extra block forward)
-        self.checkpoint_blocks = False
+        # training-memory bound (backbone.time_checkpoint): conv blocks recomputed in backward,
+        # that many time steps at a time; 0 = full BPTT (every activation kept)
+        if cfg.time_checkpoint < 0:
+            raise ValueError(f"backbone.time_checkpoint={cfg.time_checkpoint} must be >= 0 "
+                             "(0 = off, k = recompute conv blocks k time steps at a time)")
+        self.time_checkpoint = int(cfg.time_checkpoint)
         if cfg.init == "kaiming_normal":
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -151,8 +264,8 @@ class Backbone(nn.Module):
                 x = x.flatten(0, 1).contiguous(memory_format=cl).unflatten(0, x.shape[:2])
         for i, block in enumerate(self.blocks):
             st = static and i == 0
-            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-                x = _checkpointed(block, x, st)
+            if self.time_checkpoint and self.training and torch.is_grad_enabled():
+                x = block.forward_chunked(x, st, self.time_checkpoint)
             else:
                 x = block(x, static=st)
             outputs[f"conv{i + 1}"] = x

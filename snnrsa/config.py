@@ -29,6 +29,10 @@ class BackboneConfig:
     pool_to: int = 4  # Conv-map side before FC1; larger maps are adaptive-average-pooled to it
     init: str = "default"  # default (PyTorch kaiming_uniform a=sqrt(5)) | kaiming_normal
     in_channels: int = 3
+    # BPTT memory bound: 0 = off (full BPTT, every activation kept for backward); k > 0 = each
+    # conv block keeps only its input and runs / recomputes conv, BN, neuron and pool k time steps
+    # at a time (gradients equal to full BPTT; costs recomputation, tools/bench_memory.py)
+    time_checkpoint: int = 0
 
 
 @dataclass
@@ -354,6 +358,13 @@ def validate(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"readout.probe_layers={cfg.readout.probe_layers}: unknown {unknown}; "
                           f"offered {offered}")
+    tc = cfg.backbone.time_checkpoint
+    if not 0 <= tc <= cfg.neuron.time_steps:
+        raise ConfigError(
+            f"backbone.time_checkpoint={tc} with neuron.time_steps={cfg.neuron.time_steps}: must "
+            "be 0 (off, full BPTT) or a chunk length 1..neuron.time_steps (time steps recomputed "
+            "together in backward; smaller = less memory, more recomputation)"
+        )
     if not cfg.backbone.channels or any(c < 1 for c in cfg.backbone.channels):
         raise ConfigError(f"backbone.channels={cfg.backbone.channels} must be positive ints")
     min_side = 2 ** len(cfg.backbone.channels)

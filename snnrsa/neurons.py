@@ -15,6 +15,10 @@ spikes (one byte); its backward is the hand-derived BPTT of the library's graph,
 backend's reset-gradient detail. Spikes are bit-identical to the library loop and gradients equal
 to float tolerance (``tests/test_fast_lif.py``). Nothing here assumes a device: parameters are
 buffers and every tensor is created on the input's device.
+
+``run(current, state)`` returns ``(outputs, state)``: a sequence run in time chunks, each chunk
+from the previous one's state, gives the same spikes and gradients as one run (the fast path
+differentiates through the carried membrane). ``backbone.time_checkpoint`` relies on it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class RateNeuron(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return torch.relu(current)
 
+    def run(self, current: torch.Tensor, state=None):
+        """Stateless: ``(relu(current), None)`` (the interface of the LIF neurons)."""
+        return torch.relu(current), None
+
 
 def _surrogate(cfg: NeuronConfig):
     if cfg.surrogate == "atan":
@@ -65,7 +73,10 @@ def _surrogate_grad_(h: torch.Tensor, kind: str, slope: float) -> torch.Tensor:
         # snntorch ATan: alpha / 2 / (1 + (pi / 2 * alpha * h) ** 2)
         return h.mul_(math.pi / 2 * slope).square_().add_(1.0).reciprocal_().mul_(slope / 2)
     # snntorch FastSigmoid: 1 / (slope * |h| + 1) ** 2; norse SuperSpike is the slope-1 case
-    return h.abs_().mul_(slope).add_(1.0).square_().reciprocal_()
+    h.abs_()
+    if slope != 1.0:
+        h.mul_(slope)
+    return h.add_(1.0).pow_(-2)  # one pass (PyTorch's pow kernel special-cases exponent -2)
 
 
 class _FastLIF(torch.autograd.Function):
@@ -78,12 +89,16 @@ class _FastLIF(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, current, backend, beta, th, reset, kind, slope, c, scale):
+    def forward(ctx, current, backend, beta, th, reset, kind, slope, c, scale, mem0):
+        """Spikes ``[T, ...]`` and the last step's membrane (the state a following chunk starts
+        from); ``mem0`` (or None = rest) is the membrane of the step before ``current[0]``."""
         T = current.shape[0]
-        grad = ctx.needs_input_grad[0]
+        ctx.set_materialize_grads(False)
+        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[9]
         spikes = torch.empty(current.shape, dtype=torch.bool, device=current.device)
         zero = torch.zeros((), dtype=current.dtype, device=current.device)
         neg_th = -th
+        s0 = None if mem0 is None else torch.gt(mem0, th)
         if grad:
             mem = torch.empty(current.shape, dtype=current.dtype, device=current.device)
         else:
@@ -91,17 +106,21 @@ class _FastLIF(torch.autograd.Function):
         if backend == "snntorch":
             for t in range(T):
                 m = mem[t] if grad else work[t % 2]
-                if t == 0:
+                if t == 0 and mem0 is None:
                     m.copy_(current[0])  # beta * 0 + I == I exactly
+                    torch.gt(m, th, out=spikes[t])
+                    continue
+                if t == 0:
+                    prev, prev_s = mem0, s0
                 else:
-                    prev = mem[t - 1] if grad else work[(t - 1) % 2]
-                    torch.mul(prev, beta, out=m)
-                    if reset == "zero":
-                        m.masked_fill_(spikes[t - 1], 0.0)
-                        m.add_(current[t])
-                    else:
-                        m.add_(current[t])
-                        m.addcmul_(spikes[t - 1].to(m.dtype), neg_th)  # m - r * th, exactly
+                    prev, prev_s = (mem[t - 1] if grad else work[(t - 1) % 2]), spikes[t - 1]
+                torch.mul(prev, beta, out=m)
+                if reset == "zero":
+                    m.masked_fill_(prev_s, 0.0)
+                    m.add_(current[t])
+                else:
+                    m.add_(current[t])
+                    m.addcmul_(prev_s.to(m.dtype), neg_th)  # m - r * th, exactly
                 torch.gt(m, th, out=spikes[t])
         else:
             v = torch.zeros_like(current[0])
@@ -111,37 +130,58 @@ class _FastLIF(torch.autograd.Function):
                 if t > 0:
                     prev = mem[t - 1] if grad else work[(t - 1) % 2]
                     torch.where(spikes[t - 1], zero, prev, out=v)
+                elif mem0 is not None:
+                    torch.where(s0, zero, mem0, out=v)
                 torch.mul(current[t], scale, out=d)
                 d.sub_(v).mul_(c)
                 torch.add(v, d, out=u)
                 torch.gt(u, th, out=spikes[t])
         out = spikes.to(current.dtype)
+        last = (mem[T - 1] if grad else work[(T - 1) % 2]).clone()
         if grad:
-            ctx.save_for_backward(mem, spikes, beta, th, c)
+            ctx.save_for_backward(mem, spikes, beta, th, c, mem0)
             ctx.cfg = (backend, reset, kind, slope, scale)
-        return out
+        return out, last
 
     @staticmethod
-    def backward(ctx, grad_out):
-        mem, spikes, beta, th, c = ctx.saved_tensors
+    def backward(ctx, grad_out, grad_last):
+        mem, spikes, beta, th, c, mem0 = ctx.saved_tensors
         backend, reset, kind, slope, scale = ctx.cfg
         T = mem.shape[0]
         sg = _surrogate_grad_(mem - th, kind, slope)
-        g = grad_out * sg  # direct path through each step's spike
+        if grad_out is None:
+            g = torch.zeros_like(mem)
+        elif backend == "snntorch":
+            g = sg.mul_(grad_out)  # direct path through each step's spike (sg not needed again)
+        else:
+            g = grad_out * sg
+        if grad_last is not None:
+            g[T - 1].add_(grad_last)  # the next chunk's dependence on this chunk's last membrane
+        g0 = None
         if backend == "snntorch":
             if reset == "zero":
-                keep = (~spikes).to(mem.dtype).mul_(beta)  # d m_{t+1} / d m_t, reset detached
+                zero = torch.zeros((), dtype=mem.dtype, device=mem.device)
+                keep = torch.where(spikes, zero, beta)  # d m_{t+1} / d m_t, reset detached
                 for t in range(T - 2, -1, -1):
                     g[t].addcmul_(keep[t], g[t + 1])
             else:
                 for t in range(T - 2, -1, -1):
                     g[t].addcmul_(g[t + 1], beta)  # no host sync (beta stays a device tensor)
-            return g, None, None, None, None, None, None, None, None
+            if ctx.needs_input_grad[9]:
+                g0 = g[0] * beta
+                if reset == "zero":
+                    g0.masked_fill_(torch.gt(mem0, th), 0.0)
+            return g, None, None, None, None, None, None, None, None, g0
         # norse: d u_{t+1} / d u_t = (1 - c) * ((1 - z_t) - u_t * sg_t), the reset differentiated
-        k = torch.addcmul((~spikes).to(mem.dtype), mem, sg, value=-1.0).mul_(1.0 - c)
+        zero = torch.zeros((), dtype=mem.dtype, device=mem.device)
+        k = torch.where(spikes, zero, 1.0 - c).addcmul_(sg.mul_(mem), c - 1.0)
         for t in range(T - 2, -1, -1):
             g[t].addcmul_(k[t], g[t + 1])
-        return g.mul_(c * scale), None, None, None, None, None, None, None, None
+        if ctx.needs_input_grad[9]:
+            sg0 = _surrogate_grad_(mem0 - th, kind, slope)
+            g0 = torch.addcmul(torch.le(mem0, th).to(mem.dtype), mem0, sg0, value=-1.0)
+            g0.mul_(1.0 - c).mul_(g[0])
+        return g.mul_(c * scale), None, None, None, None, None, None, None, None, g0
 
 
 class SnntorchLIF(nn.Module):
@@ -167,18 +207,23 @@ class SnntorchLIF(nn.Module):
         )
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return self.run(current)[0]
+
+    def run(self, current: torch.Tensor, state: torch.Tensor | None = None):
+        """``(spikes, state)`` from ``state`` (the membrane before ``current[0]``; None = rest):
+        a sequence run in time chunks, each from the last one's state, equals one run."""
         if self.impl == "fast":
             beta = self.lif.beta.clamp(0, 1).to(current.dtype)
             th = self.lif.threshold.to(current.dtype)
             one = torch.ones((), dtype=current.dtype, device=current.device)
             return _FastLIF.apply(current, "snntorch", beta, th, self.reset, self.surrogate,
-                                  self.slope, one, 1.0)
-        mem = torch.zeros_like(current[0])
+                                  self.slope, one, 1.0, state)
+        mem = torch.zeros_like(current[0]) if state is None else state
         spikes = []
         for cur in current:
             spk, mem = self.lif(cur, mem)
             spikes.append(spk)
-        return torch.stack(spikes)
+        return torch.stack(spikes), mem
 
 
 class NorseLIF(nn.Module):
@@ -201,11 +246,16 @@ class NorseLIF(nn.Module):
         self.input_scale = 1.0 / (NORSE_DT * tau_mem_inv) if tau_mem_inv > 0 else 1.0 / NORSE_DT
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return self.run(current)[0]
+
+    def run(self, current: torch.Tensor, state=None):
+        """``(spikes, state)`` from ``state`` (None = rest); chunked runs equal one run. The state
+        is the pre-reset membrane for ``impl='fast'`` and norse's cell state for ``library``."""
         if self.impl == "fast":
             c = (NORSE_DT * self.tau_mem_inv).to(current.dtype)
             th = self.v_th.to(current.dtype)
             return _FastLIF.apply(current, "norse", c, th, "zero", "fast_sigmoid", 1.0, c,
-                                  self.input_scale)
+                                  self.input_scale, state)
         params = LIFBoxParameters(
             tau_mem_inv=self.tau_mem_inv,
             v_th=self.v_th,
@@ -214,12 +264,11 @@ class NorseLIF(nn.Module):
             method="super",
         )
         cell = LIFBoxCell(p=params, dt=NORSE_DT)
-        state = None
         spikes = []
         for cur in current:
             z, state = cell(cur * self.input_scale, state)
             spikes.append(z)
-        return torch.stack(spikes)
+        return torch.stack(spikes), state
 
 
 def make_neuron(cfg: NeuronConfig, impl: str | None = None) -> nn.Module:

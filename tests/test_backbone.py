@@ -101,3 +101,29 @@ def test_network_moves_with_all_buffers() -> None:
     net = Network(cfg, 10).to(torch.float64)
     dtypes = {b.dtype for b in net.buffers() if b.is_floating_point()}
     assert dtypes == {torch.float64}
+
+
+@pytest.mark.parametrize("study_rule", ["pc_published", "stdp_published"])
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_eval_fast_path_keeps_bn_eval_mode_and_bn_subclasses(study_rule: str, bn_mode: str) -> None:
+    """The no-grad BatchNorm folding must not apply to BatchNorm kept in training mode at
+    evaluation (bn_eval_mode=train: batch statistics) nor to a BatchNorm subclass with its own
+    forward (stdp_published's ReLU-then-BN): features equal the unfolded path."""
+    from snnrsa.rules import make_rule
+    from snnrsa.tracking import set_mode
+
+    cfg = typed_cfg([f"+study_rule={study_rule}"])
+    torch.manual_seed(0)
+    net = Network(cfg, 10)
+    rule = make_rule(cfg.rule, net, n_epochs=1)
+    for block in net.backbone.blocks:
+        block.bn.running_mean.uniform_(-0.5, 0.5)
+        block.bn.running_var.uniform_(0.5, 2.0)
+    set_mode(net, False, bn_mode)
+    x = torch.rand(6, 3, 48, 48)
+    with torch.no_grad():
+        fast = rule.features(x, ["conv1", "conv3", "fc1"])
+        net.backbone.fold_bn = False
+        ref = rule.features(x, ["conv1", "conv3", "fc1"])
+    for name in fast:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)

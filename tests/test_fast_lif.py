@@ -142,20 +142,23 @@ def test_float64_fast_matches_float64_library() -> None:
     torch.testing.assert_close(outs["library"][1], outs["fast"][1])
 
 
-def test_block_checkpointing_gives_the_same_step() -> None:
-    """Backbone.checkpoint_blocks (BPTT memory bound): same gradients, same BatchNorm state."""
-    import copy
-
-    cfg = typed_cfg(["neuron=snntorch_lif", "neuron.time_steps=4", "encoding=poisson"])
+@pytest.mark.parametrize("name,reset,sur,slope", CASES)
+@pytest.mark.parametrize("impl", ["fast", "library"])
+def test_chunked_run_from_state_equals_one_run(name, reset, sur, slope, impl) -> None:
+    """``run(current, state)`` over time chunks, each from the previous chunk's state (what
+    backbone.time_checkpoint does): identical spikes, gradients equal to float tolerance."""
     torch.manual_seed(0)
-    plain = Network(cfg, 10).train()
-    ckpt = copy.deepcopy(plain)
-    ckpt.backbone.checkpoint_blocks = True
-    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    for net in (plain, ckpt):
-        torch.manual_seed(5)
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-    for (name, p), (_, q) in zip(plain.named_parameters(), ckpt.named_parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
-    sa, sb = plain.state_dict(), ckpt.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    n = _neuron(name, reset, sur, slope, impl)
+    x = (torch.randn(12, 3, 6, 5, 5) * 0.8 + 0.3).requires_grad_()
+    w = torch.randn(12, 3, 6, 5, 5)
+    out = n(x)
+    (g,) = torch.autograd.grad((out * w).sum(), x)
+    pieces, state = [], None
+    for xc in x.split(5):
+        o, state = n.run(xc, state)
+        pieces.append(o)
+    chunked = torch.cat(pieces)
+    (g2,) = torch.autograd.grad((chunked * w).sum(), x)
+    assert torch.equal(out, chunked)
+    assert 0.05 < float(out.detach().mean()) < 0.95
+    torch.testing.assert_close(g2, g, rtol=1e-5, atol=1e-6)

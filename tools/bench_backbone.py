@@ -8,12 +8,16 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
-  fast+ckpt  (--checkpoint) fast with Backbone.checkpoint_blocks = True: BPTT memory bound
+  fast+ckpt  (--checkpoint K) fast with backbone.time_checkpoint = K (conv blocks recomputed K time
+             steps at a time in backward: the BPTT memory bound; tools/bench_memory.py)
 Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
 --encoding analog the first convolution of fast/folded_lib runs once (static input).
 Times: median of --reps interleaved rounds after one warm-up (the machine is shared and noisy;
-only ratios within one run are meaningful). Memory: bytes saved for backward (unique storages,
-counted with saved_tensors_hooks) = the BPTT activation memory, deterministic on any device.
+only ratios within one run are meaningful). Memory (CPU, a child process per case): bytes saved for
+backward (unique storages, counted with saved_tensors_hooks; tensors saved inside a checkpoint are
+not seen) and peak RSS growth over the step (VmHWM reset first; ru_maxrss is inherited from the
+parent across fork + exec and would start at the parent's RSS; glibc mmaps blocks >= 64 KiB so
+freed tensors leave RSS, as in tools/bench_memory.py).
 
     python tools/bench_backbone.py                 # T = 8 and 16, both backends, memory T = 16, 32
 """
@@ -21,6 +25,8 @@ counted with saved_tensors_hooks) = the BPTT activation memory, deterministic on
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
 import sys
 import time
@@ -33,6 +39,8 @@ from norse.torch import LIFBoxCell, LIFBoxParameters
 from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
 from snnrsa.neurons import NORSE_DT
+
+CKPT_CHUNK = 4  # backbone.time_checkpoint of the fast+ckpt cases (--checkpoint)
 
 
 def make(backend: str, impl: str, T: int, device) -> Backbone:
@@ -136,8 +144,6 @@ def saved_bytes(fn) -> int:
 
 def _mem_case(case: str, T: int, batch: int) -> None:
     """Child process: one training step of one case; prints saved-tensor bytes and peak RSS growth."""
-    import resource
-
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(1)
     imgs = torch.rand(batch, 3, 32, 32, generator=g)
@@ -149,15 +155,28 @@ def _mem_case(case: str, T: int, batch: int) -> None:
     else:
         backend, impl = case.split(":")
         net = make(backend, impl.replace("+ckpt", ""), T, "cpu").train()
-        net.checkpoint_blocks = impl.endswith("+ckpt")
+        net.time_checkpoint = CKPT_CHUNK if impl.endswith("+ckpt") else 0
         fn = lambda: folded_loss(net, seq, y, False)  # noqa: E731
-    # no warm-up: ru_maxrss is a high-water mark, so the first step's growth is the step's peak
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # no warm-up: the high-water mark of the first step is the step's peak. torch.utils.checkpoint
+    # imports torch._dynamo on first use (~150 MiB RSS once per process): imported beforehand
+    importlib.import_module("torch._dynamo")
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS := current RSS
+    base = _status_kib("VmRSS")
     t0 = time.perf_counter()
     saved = saved_bytes(fn)
     dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     print(f"MEM {saved} {(peak - base) * 1024} {dt}")
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def main(argv=None) -> None:
@@ -170,10 +189,15 @@ def main(argv=None) -> None:
     ap.add_argument("--encoding", default="poisson", choices=["poisson", "analog"])
     ap.add_argument("--mem-steps", type=int, nargs="*", default=[16, 32])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--checkpoint", action="store_true",
-                    help="also time fast + Backbone.checkpoint_blocks (BPTT memory bound)")
+    ap.add_argument("--checkpoint", type=int, default=4, metavar="K",
+                    help="backbone.time_checkpoint of the fast+ckpt memory case (and timed with "
+                         "--time-checkpoint); 0 = leave that case out")
+    ap.add_argument("--time-checkpoint", action="store_true",
+                    help="also time fast + backbone.time_checkpoint=K (BPTT memory bound)")
     ap.add_argument("--mem-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global CKPT_CHUNK
+    CKPT_CHUNK = args.checkpoint
     if args.mem_case:
         T, case = args.mem_case.split("@")
         _mem_case(case, int(T), args.batch)
@@ -203,9 +227,9 @@ def main(argv=None) -> None:
             fast = make(backend, "fast", T, dev).train()
             lib = make(backend, "library", T, dev).train()
             cases[f"{backend}:fast"] = partial(folded_loss, fast, seq, y, static)
-            if args.checkpoint:
+            if args.time_checkpoint and args.checkpoint:
                 ck = make(backend, "fast", T, dev).train()
-                ck.checkpoint_blocks = True
+                ck.time_checkpoint = min(args.checkpoint, T)
                 cases[f"{backend}:fast+ckpt"] = partial(folded_loss, ck, seq, y, static)
             cases[f"{backend}:folded_lib"] = partial(folded_loss, lib, seq, y, static)
             lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
@@ -241,8 +265,12 @@ def main(argv=None) -> None:
         for T in args.mem_steps:
             b = args.backends[0]
             for case in ("bound", f"{b}:fast", f"{b}:fast+ckpt", f"{b}:library"):
+                if case.endswith("+ckpt") and not args.checkpoint:
+                    continue
                 r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch),
-                                    "--mem-case", f"{T}@{case}"], capture_output=True, text=True)
+                                    "--checkpoint", str(min(args.checkpoint, T)),
+                                    "--mem-case", f"{T}@{case}"], capture_output=True, text=True,
+                                   env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
                 line = [ln for ln in r.stdout.splitlines() if ln.startswith("MEM ")]
                 if not line:
                     print(f"{T:3d} {case:32s} failed: {r.stderr[-300:]}")
@@ -261,7 +289,7 @@ def main(argv=None) -> None:
             b = args.backends[0]
             for impl in ("fast", "fast+ckpt", "library"):
                 net = make(b, impl.replace("+ckpt", ""), T, dev).train()
-                net.checkpoint_blocks = impl.endswith("+ckpt")
+                net.time_checkpoint = min(args.checkpoint, T) if impl.endswith("+ckpt") else 0
                 fns[f"{b}:{impl}"] = partial(folded_loss, net, seq, y, False)
             for k, fn in fns.items():
                 print(f"{T:3d} {k:32s} {peak_cuda(fn) / 2**20:14.0f}")
