@@ -29,44 +29,72 @@ class ProbeResult:
 
 @torch.no_grad()
 def frozen_features(
-    net: Network, images: torch.Tensor, layer: str, pool_to: int = 2, batch_size: int = 256,
+    net: Network,
+    images: torch.Tensor,
+    layers: str | list[str],
+    pool_to: int = 2,
+    batch_size: int = 256,
     device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """``[N, F]`` time-averaged activity of ``layer`` for uint8 or [0, 1] float images, conv maps
-    adaptive-average-pooled to ``pool_to``; the network is put in evaluation mode."""
+) -> np.ndarray | dict[str, np.ndarray]:
+    """``[N, F]`` time-averaged activity of ``layers`` for uint8 or [0, 1] float images, conv maps
+    adaptive-average-pooled to ``pool_to``; the network is put in evaluation mode. A list of
+    layers gives a dict from one forward pass (probing every layer of a checkpoint costs one
+    pass, not one per layer); a single name gives its array."""
+    names = [layers] if isinstance(layers, str) else list(layers)
     net.eval()
-    chunks = []
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-        act = net.run(x.to(device))[1][layer].mean(0)
-        if act.dim() == 4:
-            act = F.adaptive_avg_pool2d(act, pool_to)
-        chunks.append(act.flatten(1).double().cpu())
-    return torch.cat(chunks).numpy()
+        outs = net.run(x.to(device))[1]
+        for name in names:
+            act = outs[name].mean(0)
+            if act.dim() == 4:
+                act = F.adaptive_avg_pool2d(act, pool_to)
+            chunks[name].append(act.flatten(1).double().cpu())
+    feats = {name: torch.cat(v).numpy() for name, v in chunks.items()}
+    return feats[layers] if isinstance(layers, str) else feats
 
 
 def fit_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-    c: float = 1.0, max_iter: int = 1000,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    c: float = 1.0,
+    max_iter: int = 1000,
 ) -> tuple[float, float]:
     """Train and test accuracy of standardised L2 logistic regression (inverse strength ``c``)."""
     scaler = StandardScaler().fit(train_x)
     clf = LogisticRegression(C=c, max_iter=max_iter)
     clf.fit(scaler.transform(train_x), train_y)
-    return (float(clf.score(scaler.transform(train_x), train_y)),
-            float(clf.score(scaler.transform(test_x), test_y)))
+    return (
+        float(clf.score(scaler.transform(train_x), train_y)),
+        float(clf.score(scaler.transform(test_x), test_y)),
+    )
 
 
-def linear_probe(
-    net: Network, train_images: torch.Tensor, train_labels: torch.Tensor,
-    test_images: torch.Tensor, test_labels: torch.Tensor, layer: str, pool_to: int = 2,
-    c: float = 1.0, max_iter: int = 1000, batch_size: int = 256,
+def linear_probes(
+    net: Network,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    layers: list[str],
+    pool_to: int = 2,
+    c: float = 1.0,
+    max_iter: int = 1000,
+    batch_size: int = 256,
     device: torch.device | str = "cpu",
-) -> ProbeResult:
-    """Probe accuracy of one layer of ``net`` (weights untouched)."""
-    tr = frozen_features(net, train_images, layer, pool_to, batch_size, device)
-    te = frozen_features(net, test_images, layer, pool_to, batch_size, device)
-    train_acc, test_acc = fit_probe(tr, train_labels.numpy(), te, test_labels.numpy(), c,
-                                    max_iter)
-    return ProbeResult(layer, train_acc, test_acc, tr.shape[1])
+) -> list[ProbeResult]:
+    """Probe accuracy of each of ``layers`` of ``net`` (weights untouched)."""
+    tr = frozen_features(net, train_images, layers, pool_to, batch_size, device)
+    te = frozen_features(net, test_images, layers, pool_to, batch_size, device)
+    out = []
+    for layer in layers:
+        train_acc, test_acc = fit_probe(
+            tr[layer], train_labels.numpy(), te[layer], test_labels.numpy(), c, max_iter
+        )
+        out.append(ProbeResult(layer, train_acc, test_acc, tr[layer].shape[1]))
+    return out
+

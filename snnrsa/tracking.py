@@ -313,16 +313,13 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
 
 def probe_rows(cfg: Config, net: Network, data: TrainingSet, device: torch.device) -> list[dict]:
     """Linear-probe accuracy of each ``readout.probe_layers`` layer (frozen weights)."""
-    from snnrsa.probe import linear_probe
+    from snnrsa.probe import linear_probes
 
-    rows = []
-    for layer in cfg.readout.probe_layers:
-        res = linear_probe(net, data.train_images, data.train_labels, data.test_images,
-                           data.test_labels, layer, cfg.readout.probe_pool, cfg.readout.probe_c,
-                           cfg.readout.probe_max_iter, device=device)
-        rows.append({"layer": layer, "probe_train_acc": res.train_acc,
-                     "probe_test_acc": res.test_acc, "n_features": res.n_features})
-    return rows
+    results = linear_probes(net, data.train_images, data.train_labels, data.test_images,
+                            data.test_labels, list(cfg.readout.probe_layers), cfg.readout.probe_pool,
+                            cfg.readout.probe_c, cfg.readout.probe_max_iter, device=device)
+    return [{"layer": r.layer, "probe_train_acc": r.train_acc, "probe_test_acc": r.test_acc,
+             "n_features": r.n_features} for r in results]
 
 
 def summary_tables(rsa: pd.DataFrame, train: pd.DataFrame) -> str:

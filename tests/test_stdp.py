@@ -20,8 +20,15 @@ from snnrsa.rules.stdp import (
 
 from conftest import typed_cfg
 
-BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=6",
-        "backbone.fc_units=[8]", "rsa.layers=[conv1]", "rule.threshold_mode=fixed"]
+BASE = [
+    "rule=stdp",
+    "neuron=snntorch_lif",
+    "encoding=latency",
+    "neuron.time_steps=6",
+    "backbone.fc_units=[8]",
+    "rsa.layers=[conv1]",
+    "rule.threshold_mode=fixed",
+]
 
 
 def make(overrides: list[str], n_classes: int = 4) -> STDP:
@@ -32,8 +39,16 @@ def make(overrides: list[str], n_classes: int = 4) -> STDP:
 
 
 def reference_delta(
-    pre: torch.Tensor, w: torch.Tensor, threshold: float, beta: float, pointwise: bool, k: int,
-    radius: int, a_plus: float, a_minus: float, reduce: str,
+    pre: torch.Tensor,
+    w: torch.Tensor,
+    threshold: float,
+    beta: float,
+    pointwise: bool,
+    k: int,
+    radius: int,
+    a_plus: float,
+    a_minus: float,
+    reduce: str,
 ) -> torch.Tensor:
     """One image at a time with explicit loops: IF/LIF first spikes, pointwise inhibition,
     k-WTA, and the soft-bounded update, reduced over the batch like the batched rule."""
@@ -64,8 +79,7 @@ def reference_delta(
                 for x in range(wd):
                     best = 0
                     for c in range(1, c_out):
-                        if (t_post[c, y, x], -v_post[c, y, x]) < (t_post[best, y, x],
-                                                                  -v_post[best, y, x]):
+                        if (t_post[c, y, x], -v_post[c, y, x]) < (t_post[best, y, x], -v_post[best, y, x]):
                             best = c
                     for c in range(c_out):
                         if c != best:
@@ -73,22 +87,24 @@ def reference_delta(
         avail = t_post < t_steps
         t_pre = torch.full((c_in, h + 2 * pad, wd + 2 * pad), t_steps, dtype=torch.long)
         fired = pre[:, b].cumsum(0).clamp(max=1).sum(0).long()
-        t_pre[:, pad:pad + h, pad:pad + wd] = t_steps - fired
+        t_pre[:, pad : pad + h, pad : pad + wd] = t_steps - fired
         for _ in range(k):
             best = None
             for c in range(c_out):
                 for y in range(h):
                     for x in range(wd):
-                        if avail[c, y, x] and (best is None or (t_post[c, y, x], -v_post[c, y, x])
-                                               < (t_post[best], -v_post[best])):
+                        if avail[c, y, x] and (
+                            best is None
+                            or (t_post[c, y, x], -v_post[c, y, x]) < (t_post[best], -v_post[best])
+                        ):
                             best = (c, y, x)
             if best is None:
                 break
             c, y, x = best
             events[c] += 1
-            ltp[c] += (t_pre[:, y:y + ks, x:x + ks] <= t_post[c, y, x]).double()
+            ltp[c] += (t_pre[:, y : y + ks, x : x + ks] <= t_post[c, y, x]).double()
             avail[c] = False
-            avail[:, max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = False
+            avail[:, max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1] = False
     drive = a_plus * ltp - a_minus * (events.view(-1, 1, 1, 1) - ltp)
     if reduce == "mean":
         drive = drive / events.clamp(min=1).view(-1, 1, 1, 1)
@@ -96,15 +112,27 @@ def reference_delta(
     return (wd64 + wd64 * (1 - wd64) * drive).clamp(0, 1) - wd64
 
 
-@pytest.mark.parametrize("extra", [
-    ["rule.reduce=sum", "rule.beta=1.0"],
-    ["rule.reduce=mean", "rule.beta=0.8", "rule.pointwise_inhibition=false"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["rule.reduce=sum", "rule.beta=1.0"],
+        ["rule.reduce=mean", "rule.beta=0.8", "rule.pointwise_inhibition=false"],
+    ],
+)
 @pytest.mark.parametrize("layer", [0, 1])
 def test_batched_equals_per_image_reference(extra: list[str], layer: int) -> None:
-    rule = make(["backbone.channels=[4,6]", "backbone.kernel_size=3", "rule.k_winners=[3,2]",
-                 "rule.inhibition_radius=[1,1]", "rule.thresholds=[0.15,0.1]",
-                 "rule.init_std=0.2", "rule.ramp_every=2", *extra])
+    rule = make(
+        [
+            "backbone.channels=[4,6]",
+            "backbone.kernel_size=3",
+            "rule.k_winners=[3,2]",
+            "rule.inhibition_radius=[1,1]",
+            "rule.thresholds=[0.15,0.1]",
+            "rule.init_std=0.2",
+            "rule.ramp_every=2",
+            *extra,
+        ]
+    )
     images = torch.rand(5, 3, 12, 12)
     rule.seen[layer] = 4  # past two ramp doublings: the reference must use the ramped rates
     a_plus, a_minus = learning_rates(rule.cfg, 4)
@@ -112,10 +140,18 @@ def test_batched_equals_per_image_reference(extra: list[str], layer: int) -> Non
     pre = spike_train(rule.layer_io(images, layer).t_pre, rule.time_steps, torch.float32)
     block = rule.net.backbone.blocks[layer]
     w0 = block.conv.weight.clone()
-    expected = reference_delta(pre, w0, float(block.neuron.threshold), rule.cfg.beta,
-                               rule.cfg.pointwise_inhibition, rule.cfg.k_winners[layer],
-                               rule.cfg.inhibition_radius[layer], a_plus, a_minus,
-                               rule.cfg.reduce)
+    expected = reference_delta(
+        pre,
+        w0,
+        float(block.neuron.threshold),
+        rule.cfg.beta,
+        rule.cfg.pointwise_inhibition,
+        rule.cfg.k_winners[layer],
+        rule.cfg.inhibition_radius[layer],
+        a_plus,
+        a_minus,
+        rule.cfg.reduce,
+    )
     seen = rule.update(images, layer)
     assert int(seen["events"].sum()) > 2 * len(images) // 2  # winners were actually found
     assert expected.abs().max() > 1e-4
@@ -137,10 +173,12 @@ def test_at_most_one_spike_per_neuron_through_the_network() -> None:
 def test_config_rejects_analog_input_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match="encoding=analog"):
         typed_cfg(["rule=stdp", "backbone.fc_units=[8]"])
-    for bad, match in (("rule.reduce=max", "rule.reduce"),
-                       ("rule.threshold_mode=auto", "threshold_mode"),
-                       ("rule.threshold_quantiles=[1.5]", "threshold_quantiles"),
-                       ("rule.one_spike=false", "pointwise_inhibition")):
+    for bad, match in (
+        ("rule.reduce=max", "rule.reduce"),
+        ("rule.threshold_mode=auto", "threshold_mode"),
+        ("rule.threshold_quantiles=[1.5]", "threshold_quantiles"),
+        ("rule.one_spike=false", "pointwise_inhibition"),
+    ):
         with pytest.raises(ConfigError, match=match):
             typed_cfg([*BASE, bad])
 
@@ -150,14 +188,22 @@ def test_learns_orientation_selective_conv1() -> None:
     every feature wins sometimes and none wins everything; then the next layer takes over."""
     torch.set_num_threads(1)
     n = 1600
-    rule = make(["backbone.channels=[8,8]", "backbone.kernel_size=5", "rule.thresholds=[0.3]",
-                 "rule.k_winners=[4]", "rule.inhibition_radius=[2]", "rule.ramp_every=160",
-                 f"rule.layer_images=[{n},64]"])
+    rule = make(
+        [
+            "backbone.channels=[8,8]",
+            "backbone.kernel_size=5",
+            "rule.thresholds=[0.3]",
+            "rule.k_winners=[4]",
+            "rule.inhibition_radius=[2]",
+            "rule.ramp_every=160",
+            f"rule.layer_images=[{n},64]",
+        ]
+    )
     x, y = oriented_bars(n + 64, 20, seed=1)
     w = rule.weights[0]
     osi0, c0 = orientation_selectivity(w).mean(), convergence(w)
     for i in range(0, n + 64, 64):
-        rule.train_batch(x[i:i + 64], y[i:i + 64])
+        rule.train_batch(x[i : i + 64], y[i : i + 64])
     osi, c = orientation_selectivity(w).mean(), convergence(w)
     assert osi > osi0 + 0.15, (osi0, osi)
     assert c < 0.2 * c0, (c0, c)
@@ -171,3 +217,61 @@ def test_learns_orientation_selective_conv1() -> None:
     other = make(["backbone.channels=[8,8]", "backbone.kernel_size=5"])
     other.load_state_dict(state)
     assert other.done and torch.equal(other.wins[0], rule.wins[0])
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_fast_path_equals_the_time_expanded_path(kernel: int) -> None:
+    """``pointwise_first_spikes`` (bisection-free backward search on receptive fields, no
+    ``[T, ...]`` tensors) gives every layer the same first spikes, survivors and potentials as
+    the conv over all T cumulative frames followed by ``FirstSpikeNeuron.fire``."""
+    rule = make(
+        [
+            "backbone.channels=[6,8,10]",
+            f"backbone.kernel_size={kernel}",
+            "rule.thresholds=[0.12,0.06,0.05]",
+            "rule.init_std=0.2",
+            "rsa.layers=[conv1,conv2,conv3]",
+        ]
+    )
+    images = torch.rand(6, 3, 16, 16)
+    fast = rule.all_io(images)
+    assert all(io.survivors is not None for io in fast)
+    rule.fast_path = False
+    slow = rule.all_io(images)
+    for a, b in zip(fast, slow):
+        assert b.survivors is None and (b.t_post < rule.time_steps).any()
+        assert torch.equal(a.t_pre, b.t_pre)
+        assert torch.equal(a.t_post, b.t_post)
+        torch.testing.assert_close(a.v_post, b.v_post, atol=1e-5, rtol=0)
+        assert a.fired_share() == pytest.approx(b.fired_share())
+
+
+def test_study_network_conv1_learns_oriented_filters_with_default_settings() -> None:
+    """The study's Conv1 (32 features, 3x3) with the default rule settings (adaptive thresholds,
+    k-WTA, learning-rate ramp) on 4 bar orientations: kernels become oriented, C falls, weights stay
+    in [0, 1], nearly every feature wins and none takes most wins."""
+    torch.set_num_threads(1)
+    n = 4096
+    cfg = typed_cfg(
+        [
+            "rule=stdp",
+            "neuron=snntorch_lif",
+            "encoding=latency",
+            "neuron.time_steps=8",
+            "rsa.layers=[conv1]",
+            f"rule.layer_images=[{n},64,64]",
+        ]
+    )
+    torch.manual_seed(0)
+    rule = make_rule(cfg.rule, Network(cfg, 4), 1)
+    x, y = oriented_bars(n, 32, seed=1)
+    w = rule.weights[0]
+    osi0, c0 = orientation_selectivity(w).mean(), convergence(w)
+    for i in range(0, n, 128):
+        rule.train_batch(x[i : i + 128], y[i : i + 128])
+    assert rule.layer == 1
+    assert orientation_selectivity(w).mean() > osi0 + 0.1
+    assert convergence(w) < 0.3 * c0
+    assert 0 <= float(w.min()) and float(w.max()) <= 1
+    use = rule.usage(0)
+    assert use["never_won"] <= 0.1 and use["max_share"] < 0.3, use

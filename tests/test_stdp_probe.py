@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from snnrsa.network import Network
-from snnrsa.probe import fit_probe, frozen_features, linear_probe
+from snnrsa.probe import fit_probe, frozen_features, linear_probes
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import oriented_bars
 
@@ -34,9 +34,12 @@ def test_probe_on_stdp_features_does_not_touch_weights() -> None:
     for i in range(0, 960, 64):
         rule.train_batch(x[i:i + 64], y[i:i + 64])
     w = net.backbone.blocks[0].conv.weight.clone()
-    res = linear_probe(net, x[960:1260], y[960:1260], x[1260:], y[1260:], "conv1", pool_to=2)
+    res = linear_probes(net, x[960:1260], y[960:1260], x[1260:], y[1260:], ["conv1"], pool_to=2)[0]
     assert torch.equal(w, net.backbone.blocks[0].conv.weight)
     assert res.n_features == 8 * 2 * 2 and res.layer == "conv1"
     assert res.test_acc > 0.6, res  # chance is 0.25
     feats = frozen_features(net, (x[:4] * 255).to(torch.uint8), "conv1", pool_to=1)
     assert feats.shape == (4, 8) and np.isfinite(feats).all()
+    both = frozen_features(net, (x[:4] * 255).to(torch.uint8), ["conv1", "fc1"], pool_to=1)
+    np.testing.assert_array_equal(both["conv1"], feats)  # one pass serves every layer
+    assert both["fc1"].shape == (4, 8)

@@ -6,9 +6,10 @@ inhibition, pooling of spike trains between layers, k winners found one after an
 update per winner). Like the batched rule it sums a batch's updates computed at the same weights,
 so both give the same Δw (checked and printed). Both start from the same weights, train the same
 layer on the same procedural object images (32 px, the study's 32/64/128 backbone, 3x3 kernels)
-and are timed after a warm-up batch.
+and are timed after a warm-up batch, in alternating rounds (one batched batch, then a share
+of the per-image images) so that a changing machine load hits both alike.
 
-    python tools/bench_stdp.py --threads 2 --layer 0
+    python tools/bench_stdp.py --threads 2 --layer 0 1 2
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
     cfg, blocks, steps = rule.cfg, rule.net.backbone.blocks, rule.time_steps
     w = blocks[layer].conv.weight
     ltp, events = torch.zeros_like(w), torch.zeros(w.shape[0])
-    k, radius = cfg.k_winners[min(layer, len(cfg.k_winners) - 1)], cfg.inhibition_radius[
-        min(layer, len(cfg.inhibition_radius) - 1)]
+    k, radius = (
+        cfg.k_winners[min(layer, len(cfg.k_winners) - 1)],
+        cfg.inhibition_radius[min(layer, len(cfg.inhibition_radius) - 1)],
+    )
     ks = w.shape[-1]
     for img in images:
         x = rule.net.encoder(img.unsqueeze(0))[:, 0]  # [T, C, H, W] input spikes
@@ -82,13 +85,15 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
                 flat = int(score.argmin())
                 if not torch.isfinite(score.flatten()[flat]):
                     break
-                f, y, xx = flat // (score.shape[1] * score.shape[2]), (
-                    flat // score.shape[2]) % score.shape[1], flat % score.shape[2]
+                f, y, xx = (
+                    flat // (score.shape[1] * score.shape[2]),
+                    (flat // score.shape[2]) % score.shape[1],
+                    flat % score.shape[2],
+                )
                 events[f] += 1
                 ltp[f] += (t_pre[:, y : y + ks, xx : xx + ks] <= t_post[f, y, xx]).float()
                 avail[f] = False
-                avail[:, max(0, y - radius) : y + radius + 1,
-                      max(0, xx - radius) : xx + radius + 1] = False
+                avail[:, max(0, y - radius) : y + radius + 1, max(0, xx - radius) : xx + radius + 1] = False
     a_plus, a_minus = learning_rates(cfg, rule.seen[layer])
     drive = a_plus * ltp - a_minus * (events.view(-1, 1, 1, 1) - ltp)
     if cfg.reduce == "mean":
@@ -96,23 +101,44 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
     return (w + w * (1 - w) * drive).clamp(0, 1) - w
 
 
-def throughput(step, images: torch.Tensor, batch: int) -> float:
-    """Images per second of ``step(batch_images)`` (first batch excluded as warm-up)."""
-    step(images[:batch])
-    start = time.perf_counter()
-    for i in range(batch, len(images) - batch + 1, batch):
-        step(images[i : i + batch])
-    n = (len(images) - batch) // batch * batch
-    return n / (time.perf_counter() - start)
+def interleaved(
+    batched, per_image, images: torch.Tensor, batch: int, ref_images: int, rounds: int
+) -> dict[str, float]:
+    """Images per second of ``batched(batch_images)`` and of ``per_image(images)`` (a per-image
+    update), measured in alternating rounds so that both see the same machine load (the first
+    batch of each is a warm-up). Timings are wall-clock (``time.perf_counter``)."""
+    batched(images[:batch])
+    per_image(images[:1])
+    per_round = max(1, ref_images // rounds)
+    spent = {"batched": 0.0, "per-image": 0.0}
+    done = {"batched": 0, "per-image": 0}
+    start_b, start_r = batch, 1
+    for _ in range(rounds):
+        if start_b + batch > len(images):
+            start_b = batch
+        chunk = images[start_b : start_b + batch]
+        t0 = time.perf_counter()
+        batched(chunk)
+        spent["batched"] += time.perf_counter() - t0
+        done["batched"] += len(chunk)
+        start_b += batch
+        chunk = images[start_r : start_r + per_round]
+        t0 = time.perf_counter()
+        per_image(chunk)
+        spent["per-image"] += time.perf_counter() - t0
+        done["per-image"] += len(chunk)
+        start_r += per_round
+    return {k: done[k] / spent[k] for k in spent}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--layer", type=int, default=0, help="conv layer to train (0-based)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--layer", type=int, nargs="+", default=[0], help="conv layer(s) to train (0-based)")
+    p.add_argument("--batch", type=int, default=128, help="the data configs' training batch")
     p.add_argument("--images", type=int, default=1024, help="images for the batched run")
     p.add_argument("--ref-images", type=int, default=64, help="images for the per-image run")
+    p.add_argument("--rounds", type=int, default=8, help="alternating timing rounds")
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. rule.dog=false")
     args = p.parse_args()
@@ -120,26 +146,37 @@ def main() -> None:
     x, _ = make_dataset(args.images + args.batch, 32, seed=0)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(args.device)
     overrides = [*args.overrides, f"device={args.device}"]
-    rule = build(overrides, seed=0)
-    rule.net.to(args.device)
-    rule.calibrate_from(images[: args.batch], 0)  # thresholds as training would set them
-    w0 = rule.weights[args.layer].clone()
-    # same update check on one batch of 16 images
-    ref = reference_update(rule, images[:16], args.layer)
-    rule.update(images[:16], args.layer)
-    diff = float((rule.weights[args.layer] - w0 - ref).abs().max())
-    print(f"max |Δw batched - Δw reference| on 16 images: {diff:.2e} "
-          f"(max |Δw| {float(ref.abs().max()):.2e})")
-    rates = {"batched": throughput(lambda b: rule.update(b, args.layer),
-                                   images, args.batch)}
-    print(f"batched   batch {args.batch:3d}: {rates['batched']:8.1f} images/s")
-    rates["per-image"] = throughput(
-        lambda b: rule.weights[args.layer].add_(reference_update(rule, b, args.layer)),
-        images[: args.ref_images + 1], 1)
-    print(f"per-image batch   1: {rates['per-image']:8.1f} images/s")
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"speed-up {rates['batched'] / rates['per-image']:.1f}x "
-          f"(layer conv{args.layer + 1}, {args.threads} threads, {dev})")
+    rows = []
+    for layer in args.layer:
+        rule = build(overrides, seed=0)
+        rule.net.to(args.device)
+        rule.calibrate_from(images[: args.batch], 0)  # thresholds as training would set them
+        w0 = rule.weights[layer].clone()
+        # same update check on one batch of 16 images
+        ref = reference_update(rule, images[:16], layer)
+        rule.update(images[:16], layer)
+        diff = float((rule.weights[layer] - w0 - ref).abs().max())
+        print(
+            f"conv{layer + 1}: max |Δw batched - Δw reference| on 16 images: {diff:.2e} "
+            f"(max |Δw| {float(ref.abs().max()):.2e})"
+        )
+        rates = interleaved(
+            lambda b, layer=layer, rule=rule: rule.update(b, layer),
+            lambda b, layer=layer, rule=rule: rule.weights[layer].add_(reference_update(rule, b, layer)),
+            images,
+            args.batch,
+            args.ref_images,
+            args.rounds,
+        )
+        rows.append((layer, rates["batched"], rates["per-image"]))
+    print(
+        f"\nSTDP training throughput, {args.threads} threads, {dev}, batch {args.batch}, "
+        f"{args.rounds} alternating rounds"
+    )
+    print(f"{'layer':>6} {'batched img/s':>14} {'per-image img/s':>16} {'speed-up':>9}")
+    for layer, fast, slow in rows:
+        print(f"{'conv' + str(layer + 1):>6} {fast:14.1f} {slow:16.1f} {fast / slow:8.1f}x")
 
 
 if __name__ == "__main__":
