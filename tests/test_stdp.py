@@ -49,9 +49,11 @@ def reference_delta(
     a_plus: float,
     a_minus: float,
     reduce: str,
+    gain: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One image at a time with explicit loops: IF/LIF first spikes, pointwise inhibition,
-    k-WTA, and the soft-bounded update, reduced over the batch like the batched rule."""
+    k-WTA, and the soft-bounded update, reduced over the batch like the batched rule.
+    ``gain`` (homeostatic offsets) scales each feature's potential."""
     t_steps, n_img = pre.shape[:2]
     c_out, c_in, ks, _ = w.shape
     pad = ks // 2
@@ -59,6 +61,8 @@ def reference_delta(
     events = torch.zeros(c_out, dtype=torch.float64)
     for b in range(n_img):
         cur = F.conv2d(pre[:, b].double(), w.double(), padding=pad)  # [T, C, H, W]
+        if gain is not None:
+            cur = cur * gain.double().view(-1, 1, 1)
         v = torch.zeros_like(cur)
         acc = torch.zeros_like(cur[0])
         for t in range(t_steps):
@@ -117,6 +121,7 @@ def reference_delta(
     [
         ["rule.reduce=sum", "rule.beta=1.0"],
         ["rule.reduce=mean", "rule.beta=0.8", "rule.pointwise_inhibition=false"],
+        ["rule.reduce=sum", "rule.beta=1.0", "rule.homeostasis_rate=0.1"],
     ],
 )
 @pytest.mark.parametrize("layer", [0, 1])
@@ -134,11 +139,13 @@ def test_batched_equals_per_image_reference(extra: list[str], layer: int) -> Non
         ]
     )
     images = torch.rand(5, 3, 12, 12)
+    block = rule.net.backbone.blocks[layer]
+    if rule.cfg.homeostasis_rate > 0:  # per-feature gains in both the rule and the reference
+        block.neuron.offset.copy_(torch.linspace(-0.3, 0.3, len(block.neuron.offset)))
     rule.seen[layer] = 4  # past two ramp doublings: the reference must use the ramped rates
     a_plus, a_minus = learning_rates(rule.cfg, 4)
     assert a_plus == pytest.approx(4 * rule.cfg.a_plus)
     pre = spike_train(rule.layer_io(images, layer).t_pre, rule.time_steps, torch.float32)
-    block = rule.net.backbone.blocks[layer]
     w0 = block.conv.weight.clone()
     expected = reference_delta(
         pre,
@@ -151,6 +158,7 @@ def test_batched_equals_per_image_reference(extra: list[str], layer: int) -> Non
         a_plus,
         a_minus,
         rule.cfg.reduce,
+        block.neuron.gain(),
     )
     seen = rule.update(images, layer)
     assert int(seen["events"].sum()) > 2 * len(images) // 2  # winners were actually found
@@ -178,6 +186,9 @@ def test_config_rejects_analog_input_and_bad_settings() -> None:
         ("rule.threshold_mode=auto", "threshold_mode"),
         ("rule.threshold_quantiles=[1.5]", "threshold_quantiles"),
         ("rule.one_spike=false", "pointwise_inhibition"),
+        ("rule.homeostasis_rate=-0.1", "homeostasis_rate"),
+        ("rule.homeostasis_max=1.0", "homeostasis_max"),
+        ("rule.homeostasis_max=0", "homeostasis_max"),
     ):
         with pytest.raises(ConfigError, match=match):
             typed_cfg([*BASE, bad])
@@ -219,8 +230,9 @@ def test_learns_orientation_selective_conv1() -> None:
     assert other.done and torch.equal(other.wins[0], rule.wins[0])
 
 
+@pytest.mark.parametrize("homeostasis", [False, True])
 @pytest.mark.parametrize("kernel", [3, 5])
-def test_fast_path_equals_the_time_expanded_path(kernel: int) -> None:
+def test_fast_path_equals_the_time_expanded_path(kernel: int, homeostasis: bool) -> None:
     """``pointwise_first_spikes`` (bisection-free backward search on receptive fields, no
     ``[T, ...]`` tensors) gives every layer the same first spikes, survivors and potentials as
     the conv over all T cumulative frames followed by ``FirstSpikeNeuron.fire``."""
@@ -231,8 +243,13 @@ def test_fast_path_equals_the_time_expanded_path(kernel: int) -> None:
             "rule.thresholds=[0.12,0.06,0.05]",
             "rule.init_std=0.2",
             "rsa.layers=[conv1,conv2,conv3]",
+            f"rule.homeostasis_rate={0.1 if homeostasis else 0.0}",
         ]
     )
+    if homeostasis:  # per-feature gains: both paths must apply the same offsets
+        gen = torch.Generator().manual_seed(3)
+        for b in rule.net.backbone.blocks:
+            b.neuron.offset.uniform_(-0.4, 0.4, generator=gen)
     images = torch.rand(6, 3, 16, 16)
     fast = rule.all_io(images)
     assert all(io.survivors is not None for io in fast)
@@ -242,7 +259,8 @@ def test_fast_path_equals_the_time_expanded_path(kernel: int) -> None:
         assert b.survivors is None and (b.t_post < rule.time_steps).any()
         assert torch.equal(a.t_pre, b.t_pre)
         assert torch.equal(a.t_post, b.t_post)
-        torch.testing.assert_close(a.v_post, b.v_post, atol=1e-5, rtol=0)
+        # gains scale the kernels in one path and the potentials in the other: float rounding
+        torch.testing.assert_close(a.v_post, b.v_post, atol=1e-5, rtol=1e-6)
         assert a.fired_share() == pytest.approx(b.fired_share())
 
 
@@ -275,3 +293,38 @@ def test_study_network_conv1_learns_oriented_filters_with_default_settings() -> 
     assert 0 <= float(w.min()) and float(w.max()) <= 1
     use = rule.usage(0)
     assert use["never_won"] <= 0.1 and use["max_share"] < 0.3, use
+
+
+def test_homeostasis_lets_never_winning_features_win() -> None:
+    """Conv1 on bars with few winners and a wide inhibition radius: without homeostasis some
+    features never win; with per-feature threshold offsets (gains) fewer do. The offsets stay within their
+    bounds, are frozen once the layer's training ends, and travel in the rule's state_dict."""
+    torch.set_num_threads(1)
+    n = 1024
+    opts = [
+        "backbone.channels=[16,8]",
+        "backbone.kernel_size=5",
+        "rule.thresholds=[0.3]",
+        "rule.k_winners=[2]",
+        "rule.inhibition_radius=[3]",
+        "rule.ramp_every=128",
+        "rule.init_std=0.1",
+        f"rule.layer_images=[{n},64]",
+    ]
+    x, y = oriented_bars(n + 64, 20, seed=1)
+    usage = {}
+    for rate in (0.0, 0.05):
+        rule = make([*opts, f"rule.homeostasis_rate={rate}"])
+        for i in range(0, n, 64):
+            rule.train_batch(x[i : i + 64], y[i : i + 64])
+        usage[rate] = rule.usage(0)
+    assert usage[0.0]["never_won"] > 0, usage
+    assert usage[0.05]["never_won"] < usage[0.0]["never_won"], usage
+    offset = rule.net.backbone.blocks[0].neuron.offset
+    assert offset.abs().max() <= rule.cfg.homeostasis_max and offset.abs().max() > 0
+    frozen = offset.clone()
+    rule.train_batch(x[n:], y[n:])  # conv2 trains now: conv1's offsets stay
+    assert torch.equal(offset, frozen) and rule.layer == 2
+    other = make([*opts, "rule.homeostasis_rate=0.05"])
+    other.load_state_dict(rule.state_dict())
+    assert torch.equal(other.net.backbone.blocks[0].neuron.offset, frozen)

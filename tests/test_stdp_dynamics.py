@@ -80,7 +80,7 @@ def test_dynamics_snapshot() -> None:
             "rsa.layers=[conv1]",
             "backbone.kernel_size=5",
             "rule.layer_images=[256,64]",
-            "rule.ramp_every=64",
+            "rule.ramp_every=32",  # a fast ramp: C falls clearly within these 256 images
         ]
     )
     torch.manual_seed(0)

@@ -34,6 +34,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from bench_memory import rss_peak, rss_peak_reset  # tools/ is on sys.path when run as a script
 from norse.torch import LIFBoxCell, LIFBoxParameters
 
 from snnrsa.backbone import Backbone
@@ -161,22 +162,11 @@ def _mem_case(case: str, T: int, batch: int) -> None:
     # imports torch._dynamo on first use (~150 MiB RSS once per process): imported beforehand
     importlib.import_module("torch._dynamo")
 
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # peak RSS := current RSS
-    base = _status_kib("VmRSS")
+    base = rss_peak_reset()
     t0 = time.perf_counter()
     saved = saved_bytes(fn)
     dt = time.perf_counter() - t0
-    peak = _status_kib("VmHWM")
-    print(f"MEM {saved} {(peak - base) * 1024} {dt}")
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
+    print(f"MEM {saved} {rss_peak() - base} {dt}")
 
 
 def main(argv=None) -> None:

@@ -42,7 +42,8 @@ def build(overrides: list[str], seed: int) -> STDP:
 @torch.no_grad()
 def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tensor:
     """Δw of ``layer`` for a batch, one image at a time with explicit loops (one-spike IF/LIF
-    neurons); the weights are updated once with the summed (or averaged) drive."""
+    neurons, per-feature gains where the rule has homeostatic offsets); the weights are
+    updated once with the summed (or averaged) drive."""
     cfg, blocks, steps = rule.cfg, rule.net.backbone.blocks, rule.time_steps
     w = blocks[layer].conv.weight
     ltp, events = torch.zeros_like(w), torch.zeros(w.shape[0])
@@ -55,11 +56,13 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
         x = rule.net.encoder(img.unsqueeze(0))[:, 0]  # [T, C, H, W] input spikes
         for i, block in enumerate(blocks[: layer + 1]):
             th = float(block.neuron.threshold)
+            gain = block.neuron.gain()  # homeostatic offsets scale each feature's drive
             acc = torch.zeros_like(x[0])
             t_post = v_post = None
             for t in range(steps):  # IF/LIF membrane, no reset, first crossing only
                 acc = cfg.beta * acc + x[t]  # (leaky) sum of input spikes so far
                 v = F.conv2d(acc.unsqueeze(0), block.conv.weight, padding=ks // 2)[0]
+                v = v if gain is None else v * gain.view(-1, 1, 1)
                 if t_post is None:
                     t_post = torch.full_like(v, float(steps))
                     v_post = torch.zeros_like(v)
@@ -110,24 +113,20 @@ def interleaved(
     batched(images[:batch])
     per_image(images[:1])
     per_round = max(1, ref_images // rounds)
-    spent = {"batched": 0.0, "per-image": 0.0}
-    done = {"batched": 0, "per-image": 0}
-    start_b, start_r = batch, 1
+    cases = {"batched": (batched, batch, batch), "per-image": (per_image, per_round, 1)}
+    spent = dict.fromkeys(cases, 0.0)
+    done = dict.fromkeys(cases, 0)
+    start = {name: first for name, (_, _, first) in cases.items()}
     for _ in range(rounds):
-        if start_b + batch > len(images):
-            start_b = batch
-        chunk = images[start_b : start_b + batch]
-        t0 = time.perf_counter()
-        batched(chunk)
-        spent["batched"] += time.perf_counter() - t0
-        done["batched"] += len(chunk)
-        start_b += batch
-        chunk = images[start_r : start_r + per_round]
-        t0 = time.perf_counter()
-        per_image(chunk)
-        spent["per-image"] += time.perf_counter() - t0
-        done["per-image"] += len(chunk)
-        start_r += per_round
+        for name, (fn, size, first) in cases.items():
+            if start[name] + size > len(images):
+                start[name] = first
+            chunk = images[start[name] : start[name] + size]
+            t0 = time.perf_counter()
+            fn(chunk)
+            spent[name] += time.perf_counter() - t0
+            done[name] += len(chunk)
+            start[name] += size
     return {k: done[k] / spent[k] for k in spent}
 
 

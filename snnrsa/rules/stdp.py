@@ -65,6 +65,15 @@ class STDPConfig:
     dog: bool = True  # on/off difference-of-Gaussians front end (conv1 then has 2 input channels)
     dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])  # centre, surround
     dog_size: int = 7
+    # Homeostatic per-feature thresholds (Diehl & Cook 2015, adapted to k-WTA): 0 is off. Each
+    # feature c of the layer in training has an offset o_c, threshold_c = threshold * (1 + o_c),
+    # applied as the gain 1 / (1 + o_c) on its drive (FirstSpikeNeuron.gain);
+    # after every batch o_c += homeostasis_rate * (C * wins_c / wins - 1), clamped to
+    # [-homeostasis_max, homeostasis_max]: features above their fair share of the batch's wins get
+    # harder to fire, features below it (never winning ones most) easier. Offsets change only while
+    # their layer trains and are kept (frozen) afterwards, for the layers above and for evaluation.
+    homeostasis_rate: float = 0.01
+    homeostasis_max: float = 0.5
 
 
 def _per_layer(values: list, i: int) -> Any:
@@ -178,12 +187,34 @@ class FirstSpikeNeuron(nn.Module):
     spiking = True
 
     def __init__(
-        self, threshold: float, beta: float, one_spike: bool, pointwise: bool, quantile: float | None = None
+        self,
+        threshold: float,
+        beta: float,
+        one_spike: bool,
+        pointwise: bool,
+        quantile: float | None = None,
+        n_features: int | None = None,
     ) -> None:
         super().__init__()
         self.beta, self.one_spike, self.pointwise, self.quantile = (beta, one_spike, pointwise, quantile)
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("calibrated", torch.tensor(quantile is None))
+        # per-feature relative threshold offsets (homeostasis); only registered when used, so
+        # checkpoints without homeostasis keep their keys
+        self.register_buffer("offset", None if n_features is None else torch.zeros(n_features))
+
+    def gain(self) -> torch.Tensor | None:
+        """Per-feature input gain ``1 / (1 + offset)`` ``[C]``, or None without offsets.
+
+        Crossing ``threshold * (1 + o_c)`` with potential v is crossing ``threshold`` with
+        v / (1 + o_c): homeostasis scales each feature's drive, so every path (conv, fast path,
+        reference) keeps one scalar threshold and compares scaled potentials."""
+        return None if self.offset is None else 1.0 / (1.0 + self.offset)
+
+    def scaled(self, v: torch.Tensor) -> torch.Tensor:
+        """``[..., C, H, W]`` potentials or currents times the per-feature gain."""
+        g = self.gain()
+        return v if g is None else v * g.view(-1, 1, 1)
 
     def recalibrate(self) -> None:
         """Set the threshold again from the next batch (adaptive mode only)."""
@@ -198,6 +229,7 @@ class FirstSpikeNeuron(nn.Module):
 
     def fire(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """First-spike times (T: none) and potentials there for membrane potentials ``v``."""
+        v = self.scaled(v)
         self.calibrate(v)
         t_steps = len(v)
         above = v >= self.threshold
@@ -215,6 +247,7 @@ class FirstSpikeNeuron(nn.Module):
 
     def run_reset(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spikes and potentials ``[T, B, C, H, W]`` with reset to zero (``one_spike=false``)."""
+        current = self.scaled(current)
         v, spikes, pots = torch.zeros_like(current[0]), [], []
         for cur in current:
             v = self.beta * v + cur
@@ -227,7 +260,7 @@ class FirstSpikeNeuron(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         if not self.one_spike:
             if not bool(self.calibrated):
-                self.calibrate(leaky_cumsum(current, self.beta))
+                self.calibrate(leaky_cumsum(self.scaled(current), self.beta))
             return self.run_reset(current)[0]
         t_first, _ = self.fire(leaky_cumsum(current, self.beta))
         return spike_train(t_first, len(current), current.dtype)
@@ -540,6 +573,12 @@ def receptive_fields(
     return cols if k == k_pad else F.pad(cols, (0, k_pad - k), value=float(time_steps))
 
 
+def gained_weight(block: nn.Module) -> torch.Tensor:
+    """The block's conv kernels scaled by its neuron's per-feature gain (homeostasis), if any."""
+    g = block.neuron.gain()
+    return block.conv.weight if g is None else block.conv.weight * g.view(-1, 1, 1, 1)
+
+
 def pointwise_first_spikes(
     t_in: torch.Tensor, weight: torch.Tensor, threshold: torch.Tensor, time_steps: int
 ) -> Survivors:
@@ -554,7 +593,8 @@ def pointwise_first_spikes(
     settle at t. Each step runs only on the open positions, and first spikes come late, so this
     costs about two passes instead of T convs plus the passes over the time-expanded tensor. The
     survivor of a position (the feature with the largest potential at the earliest crossing time,
-    the lowest index on ties) is the one ``FirstSpikeNeuron.fire`` keeps."""
+    the lowest index on ties) is the one ``FirstSpikeNeuron.fire`` keeps. Homeostatic offsets
+    enter as gain-scaled weights (``FirstSpikeNeuron.gain``)."""
     b, h, w, c_in = t_in.shape
     c_out, kernel, dtype, dev = weight.shape[0], weight.shape[-1], weight.dtype, weight.device
     n, k = b * h * w, c_in * kernel * kernel
@@ -671,6 +711,12 @@ class STDP(Rule):
             raise ConfigError("rule.pointwise_inhibition=true needs rule.one_spike=true")
         if not 0 < rule.beta <= 1:
             raise ConfigError(f"rule.beta={rule.beta} must lie in (0, 1]")
+        if not (math.isfinite(rule.homeostasis_rate) and rule.homeostasis_rate >= 0):
+            raise ConfigError(f"rule.homeostasis_rate={rule.homeostasis_rate} must be >= 0 (0: off)")
+        if not 0 < rule.homeostasis_max < 1:
+            raise ConfigError(
+                f"rule.homeostasis_max={rule.homeostasis_max} must lie in (0, 1) (the threshold stays > 0)"
+            )
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
@@ -697,6 +743,7 @@ class STDP(Rule):
                 cfg.one_spike,
                 cfg.pointwise_inhibition,
                 _per_layer(cfg.threshold_quantiles, i) if adaptive else None,
+                conv.out_channels if cfg.homeostasis_rate > 0 else None,
             ).to(device)
             if cfg.one_spike:
                 block.pool = FirstSpikePool(self.time_steps)
@@ -745,7 +792,7 @@ class STDP(Rule):
             neuron = block.neuron
             if self.fast_path and fast_path_ok(block, beta):
                 surv = pointwise_first_spikes(
-                    t_in.permute(0, 2, 3, 1), block.conv.weight, neuron.threshold, steps
+                    t_in.permute(0, 2, 3, 1), gained_weight(block), neuron.threshold, steps
                 )
                 out.append(LayerIO(t_in.long(), survivors=surv, time_steps=steps))
                 if i < last:  # [B, C, H, W] view of channels-last times
@@ -802,7 +849,18 @@ class STDP(Rule):
         a_plus, a_minus = learning_rates(cfg, self.seen[layer])
         w.add_(soft_bound_update(w, n_ltp, events, a_plus, a_minus, cfg.reduce)).clamp_(0, 1)
         self.wins[layer] += events.long().cpu()
+        self.homeostasis(block.neuron, events)
         return {"io": io, "events": events, "a_plus": a_plus}
+
+    @torch.no_grad()
+    def homeostasis(self, neuron: FirstSpikeNeuron, events: torch.Tensor) -> None:
+        """Move the training layer's threshold offsets toward equal win shares (see STDPConfig)."""
+        rate, total = self.cfg.homeostasis_rate, float(events.sum())
+        if neuron.offset is None or rate <= 0 or total <= 0:
+            return
+        share = events.to(neuron.offset) * (len(events) / total)
+        lim = self.cfg.homeostasis_max
+        neuron.offset.add_(rate * (share - 1.0)).clamp_(-lim, lim)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         self._last_images = images[:64].detach()
@@ -864,7 +922,10 @@ class STDP(Rule):
             new_wins = self.wins[i] - self._last_wins[i]
             out[p + "wins"] = new_wins.numpy()
             out[p + "winners"] = np.array(int((new_wins > 0).sum()))
-            out[p + "threshold"] = np.array(float(self.net.backbone.blocks[i].neuron.threshold))
+            neuron = self.net.backbone.blocks[i].neuron
+            out[p + "threshold"] = np.array(float(neuron.threshold))
+            if neuron.offset is not None:  # homeostatic per-feature offsets
+                out[p + "threshold_offset"] = neuron.offset.detach().cpu().numpy().copy()
         self._last_weights = weights
         self._last_wins = [w.clone() for w in self.wins]
         if self._last_images is not None:
@@ -904,12 +965,19 @@ class STDP(Rule):
             "seen": list(self.seen),
             "images": self.images,
             "wins": [w.clone() for w in self.wins],
+            "offsets": [
+                None if b.neuron.offset is None else b.neuron.offset.detach().cpu().clone()
+                for b in self.net.backbone.blocks
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layer, self.seen, self.images = state["layer"], list(state["seen"]), state["images"]
         self.wins = [w.clone() for w in state["wins"]]
         self._last_wins = [w.clone() for w in self.wins]
+        for b, off in zip(self.net.backbone.blocks, state.get("offsets", [])):
+            if off is not None and b.neuron.offset is not None:
+                b.neuron.offset.copy_(off)
 
 
 def effective_rf(weight: torch.Tensor) -> torch.Tensor:
