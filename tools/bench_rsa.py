@@ -138,18 +138,15 @@ def case_b(n: int, n_boot: int, ref_fraction: int) -> None:
                 pred = model.predict_rdm().subsample_pattern("index", pattern_idx)
                 ref[i, j, roi] = np.mean(rsa_compare(pred, sample, "spearman"))
     ref_t = (time.perf_counter() - t) * n_boot / ref_fraction
-    for j, (ours_t, ours) in runs.items():
-        line(
-            f"b  bootstrap rho x{n_boot} ({n} stim)",
-            ours_t,
-            ref_t,
-            np.abs(ours[:ref_fraction] - ref).max(),
-            f"  {_threads(j)}  (reference: {ref_fraction} of {n_boot} resamples, extrapolated)",
-        )
+    resample_lines(f"b  bootstrap rho x{n_boot} ({n} stim)", runs, ref, ref_t, n_boot)
 
 
-def _threads(n_jobs: int | None) -> str:
-    return f"{n_jobs or len(os.sched_getaffinity(0))} thread(s)"
+def resample_lines(case: str, runs: dict, ref: np.ndarray, ref_t: float, n_boot: int) -> None:
+    """One line per thread count; the reference's resamples are the first len(ref) of ours."""
+    for n_jobs, (ours_t, ours) in runs.items():
+        threads = n_jobs or len(os.sched_getaffinity(0))
+        note = f"  {threads} thread(s)  (reference: {len(ref)} of {n_boot} resamples, extrapolated)"
+        line(case, ours_t, ref_t, np.abs(ours[: len(ref)] - ref).max(), note)
 
 
 def case_c(n: int, n_boot: int, ref_fraction: int) -> None:
@@ -167,14 +164,7 @@ def case_c(n: int, n_boot: int, ref_fraction: int) -> None:
         sample, _ = bootstrap_sample_pattern(data, "index")
         ref[i] = boot_noise_ceiling(sample, method="spearman")
     ref_t = (time.perf_counter() - t) * n_boot / ref_fraction
-    for j, (ours_t, ours) in runs.items():
-        line(
-            f"c  LOSO ceiling x{n_boot} ({n} stim)",
-            ours_t,
-            ref_t,
-            np.abs(ours[:ref_fraction] - ref).max(),
-            f"  {_threads(j)}  (reference: {ref_fraction} of {n_boot} resamples, extrapolated)",
-        )
+    resample_lines(f"c  LOSO ceiling x{n_boot} ({n} stim)", runs, ref, ref_t, n_boot)
 
 
 def main() -> None:
