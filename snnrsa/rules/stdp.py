@@ -691,6 +691,13 @@ def require_spike_input(cfg: Any) -> None:
         )
 
 
+def require_choices(rule: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """Each ``rule.<key>`` must be one of its allowed values."""
+    for key, allowed in choices.items():
+        if getattr(rule, key) not in allowed:
+            raise ConfigError(f"rule.{key}={getattr(rule, key)!r} is not one of {list(allowed)}")
+
+
 class STDP(Rule):
     """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
 
@@ -701,10 +708,7 @@ class STDP(Rule):
         """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
         rule = cfg.rule
         require_spike_input(cfg)
-        if rule.reduce not in ("sum", "mean"):
-            raise ConfigError(f"rule.reduce={rule.reduce!r} is not one of sum, mean")
-        if rule.threshold_mode not in ("fixed", "adaptive"):
-            raise ConfigError(f"rule.threshold_mode={rule.threshold_mode!r} is not one of fixed, adaptive")
+        require_choices(rule, {"reduce": ("sum", "mean"), "threshold_mode": ("fixed", "adaptive")})
         if any(not 0 < q < 1 for q in rule.threshold_quantiles):
             raise ConfigError(f"rule.threshold_quantiles={rule.threshold_quantiles} must lie in (0, 1)")
         if rule.pointwise_inhibition and not rule.one_spike:

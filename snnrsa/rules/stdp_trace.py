@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.stdp import (
@@ -34,6 +33,7 @@ from snnrsa.rules.stdp import (
     convergence,
     effective_rf,
     orientation_tuning,
+    require_choices,
     require_spike_input,
 )
 
@@ -154,14 +154,12 @@ class STDPTrace(Rule):
     def check(cls, cfg: Any) -> None:
         rule = cfg.rule
         require_spike_input(cfg)
-        for key, allowed in (("competition", ("none", "pointwise")),
-                             ("normalise", ("none", "mean", "l2")),
-                             ("threshold_mode", ("fixed", "adaptive")),
-                             ("algorithm", ("additive", "additive_step", "multiplicative_pow",
-                                            "multiplicative_relu"))):
-            if getattr(rule, key) not in allowed:
-                raise ConfigError(f"rule.{key}={getattr(rule, key)!r} is not one of "
-                                  f"{list(allowed)}")
+        require_choices(rule, {
+            "competition": ("none", "pointwise"),
+            "normalise": ("none", "mean", "l2"),
+            "threshold_mode": ("fixed", "adaptive"),
+            "algorithm": ("additive", "additive_step", "multiplicative_pow", "multiplicative_relu"),
+        })
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
