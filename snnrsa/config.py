@@ -211,6 +211,7 @@ class Config:
     progress: bool = True
     resume: bool = True  # continue a run directory's last checkpoint, skip a completed run
     evaluate_from: str | None = None  # score this run directory's checkpoints, no training
+    keep_freed_memory: bool = True  # glibc keeps freed memory for reuse (snnrsa/runtime.py)
 
 
 DATA_SCHEMAS: dict[str, type] = {

@@ -35,6 +35,7 @@ from norse.torch import LIFBoxCell, LIFBoxParameters  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
+from snnrsa import _lif_cpu  # noqa: E402
 from snnrsa.config import NeuronConfig  # noqa: E402
 
 NORSE_DT = 1e-3
@@ -95,6 +96,14 @@ class _FastLIF(torch.autograd.Function):
         T = current.shape[0]
         ctx.set_materialize_grads(False)
         grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[9]
+        ctx.cfg = (backend, reset, kind, slope, scale)
+        ctx.compiled = _lif_cpu.supported(current)
+        if ctx.compiled:
+            out, last, mem = _lif_cpu.forward(current, mem0, backend == "norse", reset == "zero",
+                                              float(beta), float(th), float(c), scale, grad)
+            if grad:
+                ctx.save_for_backward(mem, None, beta, th, c, mem0)
+            return out, last
         spikes = torch.empty(current.shape, dtype=torch.bool, device=current.device)
         zero = torch.zeros((), dtype=current.dtype, device=current.device)
         neg_th = -th
@@ -140,13 +149,17 @@ class _FastLIF(torch.autograd.Function):
         last = (mem[T - 1] if grad else work[(T - 1) % 2]).clone()
         if grad:
             ctx.save_for_backward(mem, spikes, beta, th, c, mem0)
-            ctx.cfg = (backend, reset, kind, slope, scale)
         return out, last
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
         mem, spikes, beta, th, c, mem0 = ctx.saved_tensors
         backend, reset, kind, slope, scale = ctx.cfg
+        if ctx.compiled:
+            g, g0 = _lif_cpu.backward(grad_out, mem, mem0, grad_last, backend == "norse",
+                                      reset == "zero", kind == "atan", float(beta), float(th),
+                                      float(c), scale, slope)
+            return g, None, None, None, None, None, None, None, None, g0
         T = mem.shape[0]
         sg = _surrogate_grad_(mem - th, kind, slope)
         if grad_out is None:

@@ -24,6 +24,7 @@ from snnrsa.network import Network
 from snnrsa.plots import plot_trajectory
 from snnrsa.rsa import correlation_rdm, spearman
 from snnrsa.rules import Rule, make_rule
+from snnrsa.runtime import keep_freed_memory
 from snnrsa.store import (
     run_metadata,
     save_checkpoint,
@@ -180,6 +181,8 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
     With ``evaluate_from`` the checkpoints of that run are scored instead of training (e.g. the
     same weights at another evaluation resolution)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, job_num)
     meta = run_metadata(config_yaml, device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snnrsa import _lif_cpu
 from snnrsa.config import NeuronConfig
 from snnrsa.network import Network
 from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron
@@ -162,3 +163,65 @@ def test_chunked_run_from_state_equals_one_run(name, reset, sur, slope, impl) ->
     assert torch.equal(out, chunked)
     assert 0.05 < float(out.detach().mean()) < 0.95
     torch.testing.assert_close(g2, g, rtol=1e-5, atol=1e-6)
+
+
+def _tensor_path(monkeypatch) -> None:
+    """Send the fused LIF down its tensor-op path (the one GPUs take) instead of the CPU kernels."""
+    monkeypatch.setattr(_lif_cpu, "supported", lambda x: False)
+
+
+@pytest.mark.parametrize("name,reset,sur,slope", CASES)
+@pytest.mark.parametrize("static", [False, True])
+def test_cpu_kernels_equal_tensor_path(name, reset, sur, slope, static, monkeypatch) -> None:
+    """The compiled CPU kernels against the tensor-op path, on enough units for three threads and
+    a ragged last block, run in two chunks (carried membrane): spikes and carried state bit-equal,
+    gradients w.r.t. the input and the carried state to float tolerance."""
+    torch.manual_seed(5)
+    T, shape = 9, (5, 7, 24, 23)  # 19,320 units: 3 thread ranges, last block partial
+    if static:
+        base = (torch.randn(shape) * 0.5 + 0.35).requires_grad_()
+        x, leaf = base.unsqueeze(0).expand(T, *shape), base
+    else:
+        leaf = (torch.randn(T, *shape) * 0.8 + 0.3).requires_grad_()
+        x = leaf
+    w, w_last = torch.randn(T, *shape), torch.randn(shape)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        runs = {}
+        for path in ("compiled", "tensor"):
+            if path == "tensor":
+                _tensor_path(monkeypatch)
+            n = _neuron(name, reset, sur, slope, "fast")
+            a, state = n.run(x[:4])
+            b, last = n.run(x[4:], state)
+            out = torch.cat([a, b])
+            loss = (out * w).sum() + (last * w_last).sum()
+            runs[path] = (out, last, state, *torch.autograd.grad(loss, [leaf, state]))
+    finally:
+        torch.set_num_threads(threads)
+    (o1, l1, s1, g1, gs1), (o2, l2, s2, g2, gs2) = runs["compiled"], runs["tensor"]
+    assert torch.equal(o1, o2) and torch.equal(l1, l2) and torch.equal(s1, s2)
+    assert 0.05 < float(o1.detach().mean()) < 0.95
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)  # as against the library loops
+    torch.testing.assert_close(gs1, gs2, rtol=1e-5, atol=1e-5)
+    assert float(gs1.abs().sum()) > 0
+
+
+def test_cpu_kernels_keep_channels_last_and_float64(monkeypatch) -> None:
+    """No-grad evaluation on channels-last frames: spikes come back in the same memory layout,
+    equal to the row-major run; float64 runs in float64 (equal to the tensor path)."""
+    torch.manual_seed(6)
+    n = _neuron("snntorch_lif", "zero", "fast_sigmoid", 1.0, "fast")
+    x = torch.randn(6, 4, 8, 10, 10) * 0.8 + 0.3
+    cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (6, 4))
+    with torch.no_grad():
+        out_cl, out = n(cl), n(x)
+    assert out_cl.stride() == cl.stride() != x.stride()
+    assert torch.equal(out_cl, out)
+    x64 = x.double()
+    with torch.no_grad():
+        s64 = n(x64)
+        _tensor_path(monkeypatch)
+        ref64 = n(x64)
+    assert s64.dtype == torch.float64 and torch.equal(s64, ref64)

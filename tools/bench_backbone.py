@@ -40,6 +40,7 @@ from norse.torch import LIFBoxCell, LIFBoxParameters
 from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
 from snnrsa.neurons import NORSE_DT
+from snnrsa.runtime import keep_freed_memory
 
 CKPT_CHUNK = 4  # backbone.time_checkpoint of the fast+ckpt cases (--checkpoint)
 
@@ -184,6 +185,8 @@ def main(argv=None) -> None:
                          "--time-checkpoint); 0 = leave that case out")
     ap.add_argument("--time-checkpoint", action="store_true",
                     help="also time fast + backbone.time_checkpoint=K (BPTT memory bound)")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's allocator as it is (snnrsa runs call keep_freed_memory)")
     ap.add_argument("--mem-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     global CKPT_CHUNK
@@ -194,11 +197,12 @@ def main(argv=None) -> None:
         return
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
+    tuned = False if args.system_allocator else keep_freed_memory()
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     static = args.encoding == "analog"
     print(f"# bench_backbone: device={dev} threads={torch.get_num_threads()} batch={args.batch} "
-          f"encoding={args.encoding} torch={torch.__version__}")
+          f"encoding={args.encoding} torch={torch.__version__} keep_freed_memory={tuned}")
     ratios = []
     for T in args.steps:
         g = torch.Generator().manual_seed(1)

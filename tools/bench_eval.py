@@ -27,6 +27,7 @@ from torch import nn
 
 from snnrsa.config import resolve
 from snnrsa.network import Network
+from snnrsa.runtime import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LAYERS = ["conv1", "conv2", "conv3", "fc1"]
@@ -85,6 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as a snnrsa run does (snnrsa/runtime.py)
     dev = torch.device(args.device)
     if dev.type == "cpu":
         torch.set_num_threads(args.threads)

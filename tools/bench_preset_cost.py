@@ -38,6 +38,7 @@ from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
+from snnrsa.runtime import keep_freed_memory
 from snnrsa.tracking import accuracy, extract_features, model_rdm, score_checkpoint, set_mode
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -229,6 +230,7 @@ def main(argv=None) -> None:
         help="smoke test: 2 batches, 256 test and 64 evaluation images per rule",
     )
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as a snnrsa run does (snnrsa/runtime.py)
     if args.quick:
         args.train_batches, args.test_images, args.eval_images = 2, 256, 64
     torch.set_num_threads(args.threads)

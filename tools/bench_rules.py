@@ -27,6 +27,7 @@ from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.base import Rule
+from snnrsa.runtime import keep_freed_memory
 from snnrsa.tracking import set_mode
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -104,6 +105,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every rule, e.g. seed=1")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as a snnrsa run does (snnrsa/runtime.py)
     device = torch.device(args.device)
     overrides = [*args.overrides, f"device={args.device}"]
     if args.data == "cifar":

@@ -27,6 +27,7 @@ from snnrsa.data.procedural import make_dataset
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import STDP, learning_rates
+from snnrsa.runtime import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=8"]
@@ -142,6 +143,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. rule.dog=false")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as a snnrsa run does (snnrsa/runtime.py)
     x, _ = make_dataset(args.images + args.batch, 32, seed=0)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(args.device)
     overrides = [*args.overrides, f"device={args.device}"]
