@@ -28,45 +28,86 @@ BLOCK = 512  # units per inner loop: a block's state stays in L1
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool): not across fork
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _update(v, x, spk, norse, zero_reset, k):
+    """One time step for a block of units: membrane ``v`` (in place, from the last step's) with
+    input ``x``; spikes (0/1) into ``spk``. Each variant's loop is branch-free and vectorises."""
+    b, h, c, s, zero, one = k[0], k[1], k[2], k[3], k[4], k[5]
+    if norse:  # v <- (1 - z) u; u = v + c * (I * scale - v)
+        for j in range(v.shape[0]):
+            q = zero if v[j] > h else v[j]
+            m = q + ((x[j] * s) - q) * c
+            v[j] = m
+            spk[j] = one if m > h else zero
+    elif zero_reset:  # m = beta * (1 - r) * m + I, r = last step's spike
+        for j in range(v.shape[0]):
+            m = (zero if v[j] > h else v[j] * b) + x[j]
+            v[j] = m
+            spk[j] = one if m > h else zero
+    else:  # m = beta * m + I - r * th
+        for j in range(v.shape[0]):
+            m = v[j] * b + x[j]
+            m = m - h if v[j] > h else m
+            v[j] = m
+            spk[j] = one if m > h else zero
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _surrogate(m, sg, atan, k):
+    """``sg`` = the surrogate derivative at ``m - threshold`` (snntorch's / norse's formula)."""
+    h, one, a, p1, p2 = k[1], k[5], k[6], k[7], k[8]
+    if atan:  # snntorch ATan: alpha / 2 / (1 + (pi / 2 * alpha * h) ** 2)
+        for j in range(m.shape[0]):
+            e = (m[j] - h) * p1
+            sg[j] = (one / (e * e + one)) * p2
+    else:  # fast sigmoid: 1 / (slope * |h| + 1) ** 2
+        for j in range(m.shape[0]):
+            e = abs(m[j] - h) * a + one
+            sg[j] = one / (e * e)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _carry(acc, sg, gi, m, last, norse, zero_reset, k):
+    """One step back in time: ``acc`` (dL/dmembrane of step t + 1, in place) becomes step t's:
+    sg_t gi_t + k_t acc, with k_t = beta (1 - s_t) (snntorch zero reset, the reset detached),
+    beta (subtract) or (1 - c)(1 - s_t) - (1 - c) sg_t u_t (norse, the reset differentiated);
+    at the last step acc holds dL/d(last membrane) and enters with factor 1."""
+    b, h, c, zero, one = k[0], k[1], k[2], k[4], k[5]
+    omc, cm1 = one - c, c - one
+    if last:
+        for j in range(acc.shape[0]):
+            acc[j] = sg[j] * gi[j] + acc[j]
+    elif norse:
+        for j in range(acc.shape[0]):
+            kt = (zero if m[j] > h else omc) + (sg[j] * m[j]) * cm1
+            acc[j] = sg[j] * gi[j] + kt * acc[j]
+    elif zero_reset:
+        for j in range(acc.shape[0]):
+            acc[j] = sg[j] * gi[j] + (zero if m[j] > h else b) * acc[j]
+    else:
+        for j in range(acc.shape[0]):
+            acc[j] = sg[j] * gi[j] + b * acc[j]
+
+
 @numba.njit(nogil=True, cache=True)
 def lif_forward(cur, mem0, out, mem, last, lo, hi, norse, zero_reset, k):
     """Spikes ``out[t, i]`` (0/1) for units ``lo..hi``; ``mem[t, i]`` = membrane when ``mem`` has
     T rows (training), nothing when it has none; ``last`` = the last step's membrane. ``cur`` has
     T rows, or 1 (static input). ``mem0``: membrane before step 0 (length N), or empty = rest.
-
     The membrane at rest is 0, which makes step 0 the general update (beta * 0 + I = I and
-    0 + c * (I * scale - 0) = c * (I * scale) exactly; thresholds are > 0, so rest never fired). Variant branches sit outside the loops
-    over units, so each of those is branch-free and vectorises."""
+    0 + c * (I * scale - 0) = c * (I * scale) exactly; thresholds are > 0, so rest never fired)."""
     T = out.shape[0]
-    b, h, c, s, zero, one = k[0], k[1], k[2], k[3], k[4], k[5]
     v = np.empty(BLOCK, out.dtype)
     for b0 in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - b0)
         vb = v[:n]
         if mem0.shape[0] == 0:
-            vb[:] = zero
+            vb[:] = k[4]
         else:
             vb[:] = mem0[b0:b0 + n]
         for t in range(T):
-            x = cur[0 if cur.shape[0] == 1 else t, b0:b0 + n]
-            o = out[t, b0:b0 + n]
-            if norse:  # v <- (1 - z) u; u = v + c * (I * scale - v)
-                for j in range(n):
-                    q = zero if vb[j] > h else vb[j]
-                    m = q + ((x[j] * s) - q) * c
-                    vb[j] = m
-                    o[j] = one if m > h else zero
-            elif zero_reset:  # m = beta * (1 - r) * m + I, r = last step's spike
-                for j in range(n):
-                    m = (zero if vb[j] > h else vb[j] * b) + x[j]
-                    vb[j] = m
-                    o[j] = one if m > h else zero
-            else:  # m = beta * m + I - r * th
-                for j in range(n):
-                    m = vb[j] * b + x[j]
-                    m = m - h if vb[j] > h else m
-                    vb[j] = m
-                    o[j] = one if m > h else zero
+            _update(vb, cur[0 if cur.shape[0] == 1 else t, b0:b0 + n], out[t, b0:b0 + n], norse,
+                    zero_reset, k)
             if mem.shape[0] == T:
                 mem[t, b0:b0 + n] = vb
         last[b0:b0 + n] = vb
@@ -76,13 +117,10 @@ def lif_forward(cur, mem0, out, mem, last, lo, hi, norse, zero_reset, k):
 def lif_backward(go, mem, mem0, glast, g, g0, lo, hi, norse, zero_reset, atan, k):
     """BPTT of ``lif_forward`` for units ``lo..hi``: ``g`` = dL/dcurrent ``[T, N]``, ``g0`` =
     dL/dmem0 when ``mem0`` is given (else empty). ``go``: dL/dspikes (T rows, or one zero row);
-    ``glast``: dL/d(last membrane) (length N). The tensor path's recurrence: g_t = sg_t go_t +
-    k_t g_{t+1}, with k_t = beta (1 - s_t) (snntorch zero reset, the reset detached), beta
-    (subtract), or (1 - c)(1 - s_t) - (1 - c) sg_t u_t (norse, the reset differentiated)."""
+    ``glast``: dL/d(last membrane) (length N)."""
     T = mem.shape[0]
-    b, h, c, s, zero, one, a, p1, p2 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+    b, h, c, s, zero, one = k[0], k[1], k[2], k[3], k[4], k[5]
     out_scale = c * s if norse else one
-    omc, cm1 = one - c, c - one
     acc = np.empty(BLOCK, g.dtype)
     sgb = np.empty(BLOCK, g.dtype)
     for b0 in range(lo, hi, BLOCK):
@@ -91,28 +129,9 @@ def lif_backward(go, mem, mem0, glast, g, g0, lo, hi, norse, zero_reset, atan, k
         ab[:] = glast[b0:b0 + n]
         for t in range(T - 1, -1, -1):
             m = mem[t, b0:b0 + n]
-            gi = go[0 if go.shape[0] == 1 else t, b0:b0 + n]
-            if atan:  # snntorch ATan: alpha / 2 / (1 + (pi / 2 * alpha * h) ** 2)
-                for j in range(n):
-                    e = (m[j] - h) * p1
-                    sb[j] = (one / (e * e + one)) * p2
-            else:  # fast sigmoid: 1 / (slope * |h| + 1) ** 2
-                for j in range(n):
-                    e = abs(m[j] - h) * a + one
-                    sb[j] = one / (e * e)
-            if t == T - 1:
-                for j in range(n):
-                    ab[j] = sb[j] * gi[j] + ab[j]
-            elif norse:
-                for j in range(n):
-                    kt = (zero if m[j] > h else omc) + (sb[j] * m[j]) * cm1
-                    ab[j] = sb[j] * gi[j] + kt * ab[j]
-            elif zero_reset:
-                for j in range(n):
-                    ab[j] = sb[j] * gi[j] + (zero if m[j] > h else b) * ab[j]
-            else:
-                for j in range(n):
-                    ab[j] = sb[j] * gi[j] + b * ab[j]
+            _surrogate(m, sb, atan, k)
+            _carry(ab, sb, go[0 if go.shape[0] == 1 else t, b0:b0 + n], m, t == T - 1, norse,
+                   zero_reset, k)
             gt = g[t, b0:b0 + n]
             for j in range(n):
                 gt[j] = ab[j] * out_scale
@@ -123,13 +142,122 @@ def lif_backward(go, mem, mem0, glast, g, g0, lo, hi, norse, zero_reset, atan, k
                 for j in range(n):
                     e = abs(m0[j] - h) + one
                     keep = (one if m0[j] <= h else zero) - m0[j] * (one / (e * e))
-                    g0b[j] = keep * omc * ab[j]
+                    g0b[j] = keep * (one - c) * ab[j]
             elif zero_reset:
                 for j in range(n):
                     g0b[j] = (zero if m0[j] > h else b) * ab[j]
             else:
                 for j in range(n):
                     g0b[j] = ab[j] * b
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pool(spk, out, nr, W, Q):
+    """2x2 max-pool of ``nr`` row pairs of 0/1 spikes laid out ``[2, W, Q]`` each."""
+    L, WQ, W2 = 2 * W * Q, W * Q, W // 2
+    if Q == 1:  # NCHW (training): one loop over the pooled row
+        for r in range(nr):
+            a, o = spk[r * L:(r + 1) * L], out[r * W2:(r + 1) * W2]
+            for w2 in range(W2):
+                i = 2 * w2
+                o[w2] = max(max(a[i], a[i + 1]), max(a[W + i], a[W + i + 1]))
+    else:  # channels-last (evaluation): vectorise over channels
+        for r in range(nr):
+            for w2 in range(W2):
+                a = spk[r * L + 2 * w2 * Q:]
+                o = out[(r * W2 + w2) * Q:]
+                for q in range(Q):
+                    o[q] = max(max(a[q], a[q + Q]), max(a[WQ + q], a[WQ + q + Q]))
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _unpool(m, gp, gi, nr, W, Q, h, zero):
+    """Max-pool backward: each window's gradient ``gp`` into ``gi`` at the unit PyTorch picks
+    (the first with membrane ``m`` above threshold in row-major order, else the first), zero
+    elsewhere; written branch-free so the loops vectorise."""
+    L, WQ, W2 = 2 * W * Q, W * Q, W // 2
+    if Q == 1:  # NCHW (training): one loop over the pooled row
+        for r in range(nr):
+            a, d, o = m[r * L:(r + 1) * L], gi[r * L:(r + 1) * L], gp[r * W2:(r + 1) * W2]
+            for w2 in range(W2):
+                i = 2 * w2
+                g = o[w2]
+                g1 = zero if a[i] > h else g  # what is left for the units after the first
+                g2 = zero if a[i + 1] > h else g1
+                g3 = zero if a[W + i] > h else g2
+                g4 = zero if a[W + i + 1] > h else g3  # none spiked: back to the first
+                d[i] = g - g1 + g4
+                d[i + 1] = g1 - g2
+                d[W + i] = g2 - g3
+                d[W + i + 1] = g3 - g4
+        return
+    for r in range(nr):  # channels-last: vectorise over channels
+        for w2 in range(W2):
+            base = r * L + 2 * w2 * Q
+            a, d, o = m[base:], gi[base:], gp[(r * W2 + w2) * Q:]
+            for q in range(Q):
+                s0, s1, s2, s3 = a[q] > h, a[q + Q] > h, a[WQ + q] > h, a[WQ + q + Q] > h
+                g = o[q]
+                d[q] = g if (s0 or not (s1 or s2 or s3)) else zero
+                d[q + Q] = g if (s1 and not s0) else zero
+                d[WQ + q] = g if (s2 and not (s0 or s1)) else zero
+                d[WQ + q + Q] = g if (s3 and not (s0 or s1 or s2)) else zero
+
+
+@numba.njit(nogil=True, cache=True)
+def lif_pool_forward(cur, out, mem, lo, hi, W, Q, norse, zero_reset, k):
+    """LIF then 2x2 max-pool (stride 2) for the row pairs ``lo..hi`` of frames laid out as
+    ``[P, H, W, Q]`` (NCHW: P = B C, Q = 1; channels-last: P = B, Q = C). A row pair is 2 W Q
+    consecutive units; its pooled row, W/2 Q outputs. Spikes are 0/1, so the pool is their
+    maximum; full-resolution spikes never leave the block."""
+    T = out.shape[0]
+    L = 2 * W * Q
+    L4 = L // 4
+    rp = max(1, BLOCK // L)
+    v = np.empty(rp * L, out.dtype)
+    spk = np.empty(rp * L, out.dtype)
+    for r0 in range(lo, hi, rp):
+        nr = min(rp, hi - r0)
+        u0, n = r0 * L, nr * L
+        vb, sb = v[:n], spk[:n]
+        vb[:] = k[4]
+        for t in range(T):
+            _update(vb, cur[0 if cur.shape[0] == 1 else t, u0:u0 + n], sb, norse, zero_reset, k)
+            if mem.shape[0] == T:
+                mem[t, u0:u0 + n] = vb
+            _pool(sb, out[t, r0 * L4:(r0 + nr) * L4], nr, W, Q)
+
+
+@numba.njit(nogil=True, cache=True)
+def lif_pool_backward(go, mem, g, lo, hi, W, Q, norse, zero_reset, atan, k):
+    """BPTT of ``lif_pool_forward``: each pooled gradient ``go`` (T rows, or one zero row) goes to
+    the unit PyTorch's max-pool picks (the first spiking unit of the window in row-major order,
+    the window's first unit when none spiked), then through the LIF recurrence as in
+    ``lif_backward``."""
+    T = mem.shape[0]
+    c, s, zero, one = k[2], k[3], k[4], k[5]
+    h = k[1]
+    out_scale = c * s if norse else one
+    L = 2 * W * Q
+    L4 = L // 4
+    rp = max(1, BLOCK // L)
+    acc = np.empty(rp * L, g.dtype)
+    sgb = np.empty(rp * L, g.dtype)
+    gib = np.empty(rp * L, g.dtype)
+    for r0 in range(lo, hi, rp):
+        nr = min(rp, hi - r0)
+        u0, n = r0 * L, nr * L
+        ab, sb, gb = acc[:n], sgb[:n], gib[:n]
+        ab[:] = zero
+        for t in range(T - 1, -1, -1):
+            m = mem[t, u0:u0 + n]
+            _surrogate(m, sb, atan, k)
+            _unpool(m, go[0 if go.shape[0] == 1 else t, r0 * L4:(r0 + nr) * L4], gb, nr, W, Q,
+                    h, zero)
+            _carry(ab, sb, gb, m, t == T - 1, norse, zero_reset, k)
+            gt = g[t, u0:u0 + n]
+            for j in range(n):
+                gt[j] = ab[j] * out_scale
 
 
 def supported(x: torch.Tensor) -> bool:
@@ -156,17 +284,18 @@ def _new(shape: torch.Size, perm: list[int], dtype: torch.dtype) -> torch.Tensor
     return torch.empty([shape[p] for p in perm], dtype=dtype).permute(inv)
 
 
-def _threads(n: int) -> list[tuple[int, int]]:
-    """Block-aligned unit ranges, one per torch thread (none smaller than 8 blocks)."""
-    k = max(1, min(torch.get_num_threads(), n // (8 * BLOCK)))
-    edges = [round(n * i / k / BLOCK) * BLOCK for i in range(k)] + [n]
+def _threads(n: int, block: int) -> list[tuple[int, int]]:
+    """Block-aligned ranges of ``n`` items, one per torch thread (none under 8 blocks)."""
+    k = max(1, min(torch.get_num_threads(), n // (8 * block)))
+    edges = [round(n * i / k / block) * block for i in range(k)] + [n]
     return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def _run(kernel, n: int, *args) -> None:
-    """``kernel(*arrays, lo, hi, *flags)`` over thread ranges of the ``n`` units."""
+def _run(kernel, n: int, block: int, *args) -> None:
+    """``kernel(*arrays, lo, hi, *flags)`` over thread ranges of ``n`` items (units, or row pairs
+    for the pooled kernels) taken ``block`` at a time."""
     global _POOL
-    ranges = _threads(n)
+    ranges = _threads(n, block)
     if len(ranges) == 1:
         kernel(*args[:-1], 0, n, *args[-1])
         return
@@ -199,7 +328,7 @@ def forward(current: torch.Tensor, mem0: torch.Tensor | None, norse: bool, zero_
     mem = _new(current.shape, perm, dtype) if store else None
     last = _new(current.shape[1:], step, dtype)
     m0 = torch.empty((1, 0), dtype=dtype) if mem0 is None else _flat(mem0.detach(), step, 1)
-    _run(lif_forward, n, cur.numpy(), m0[0].numpy(), _flat(out, perm, T).numpy(),
+    _run(lif_forward, n, BLOCK, cur.numpy(), m0[0].numpy(), _flat(out, perm, T).numpy(),
          (_flat(mem, perm, T) if store else torch.empty((0, n), dtype=dtype)).numpy(),
          _flat(last, step, 1)[0].numpy(),
          (norse, zero_reset, _consts(cur.numpy().dtype, beta, th, c, scale, 0.0, 1.0)))
@@ -220,9 +349,58 @@ def backward(grad_out: torch.Tensor | None, mem: torch.Tensor, mem0: torch.Tenso
     m0 = torch.empty((1, 0), dtype=dtype) if mem0 is None else _flat(mem0.detach(), step, 1)
     g = _new(mem.shape, perm, dtype)
     g0 = _new(mem0.shape, step, dtype) if mem0 is not None else torch.empty((1, 0), dtype=dtype)
-    _run(lif_backward, n, go.numpy(), m.numpy(), m0[0].numpy(), gl[0].numpy(),
+    _run(lif_backward, n, BLOCK, go.numpy(), m.numpy(), m0[0].numpy(), gl[0].numpy(),
          _flat(g, perm, T).numpy(), (g0 if mem0 is None else _flat(g0, step, 1))[0].numpy(),
          (norse, zero_reset, atan,
           _consts(m.numpy().dtype, beta, th, c, scale, 0.0, 1.0, slope, math.pi / 2 * slope,
                   slope / 2)))
     return g, (g0 if mem0 is not None else None)
+
+
+def _pool_layout(x: torch.Tensor) -> tuple[list[int], int, int]:
+    """For ``[T, B, C, H, W]``: the dimension order of its memory (NCHW or channels-last frames;
+    others are copied to NCHW) as ``[P.., H, W, Q..]``, and P (frames' outer units) and Q."""
+    T, B, C, H, W = x.shape
+    cl = [0, 1, 3, 4, 2]
+    if not x.is_contiguous() and x.permute(cl).is_contiguous():
+        return cl, B, C
+    return [0, 1, 2, 3, 4], B * C, 1
+
+
+def pool_forward(current: torch.Tensor, norse: bool, zero_reset: bool, beta: float, th: float,
+                 c: float, scale: float, store: bool):
+    """2x2 max-pooled spikes ``[T, B, C, H/2, W/2]`` (H, W even) in the input's frame layout and,
+    if ``store``, the membranes ``[T, B, C, H, W]`` (else None)."""
+    T, dtype = current.shape[0], current.dtype
+    x = current.detach()
+    if T > 1 and x.stride(0) == 0:
+        x = x[:1]
+    perm, P, Q = _pool_layout(x)
+    _, B, C, H, W = current.shape
+    cur = _flat(x, perm, x.shape[0])
+    out = _new(torch.Size((T, B, C, H // 2, W // 2)), perm, dtype)
+    mem = _new(current.shape, perm, dtype) if store else None
+    L = 2 * W * Q
+    _run(lif_pool_forward, P * H // 2, max(1, BLOCK // L), cur.numpy(), _flat(out, perm, T).numpy(),
+         (_flat(mem, perm, T) if store else torch.empty((0, 1), dtype=dtype)).numpy(),
+         (W, Q, norse, zero_reset, _consts(cur.numpy().dtype, beta, th, c, scale, 0.0, 1.0)))
+    return out, mem
+
+
+def pool_backward(grad_out: torch.Tensor | None, mem: torch.Tensor, norse: bool, zero_reset: bool,
+                  atan: bool, beta: float, th: float, c: float, scale: float, slope: float):
+    """dL/dcurrent ``[T, B, C, H, W]`` (in ``mem``'s layout) from dL/d(pooled spikes)."""
+    T, dtype = mem.shape[0], mem.dtype
+    perm, P, Q = _pool_layout(mem)
+    _, B, C, H, W = mem.shape
+    m = _flat(mem, perm, T)
+    go = (torch.zeros((1, P * H // 2 * W // 2 * Q), dtype=dtype) if grad_out is None
+          else _flat(grad_out, perm, T))
+    g = _new(mem.shape, perm, dtype)
+    L = 2 * W * Q
+    _run(lif_pool_backward, P * H // 2, max(1, BLOCK // L), go.numpy(), m.numpy(),
+         _flat(g, perm, T).numpy(),
+         (W, Q, norse, zero_reset, atan,
+          _consts(m.numpy().dtype, beta, th, c, scale, 0.0, 1.0, slope, math.pi / 2 * slope,
+                  slope / 2)))
+    return g

@@ -3,6 +3,9 @@ fully connected layers, and a linear head, run over T time steps.
 
 Convolutions and linear maps are folded over time (one call on ``T * B`` frames); only the neuron
 dynamics step through time, so a feed-forward network costs its convolutions plus the neuron loop.
+On CPU a block's fast LIF neuron and its 2x2 max-pool run as one compiled kernel
+(``neurons.pooled_spikes``; same spikes and gradients as neuron then pool), which brings a spiking
+BP step below the cost of its convolutions run T times (``tools/bench_backbone.py``).
 With ``neuron=rate`` and T = 1 this is exactly a plain PyTorch CNN.
 
 ``backbone.time_checkpoint = k > 0`` bounds BPTT activation memory in training: each conv block
@@ -20,7 +23,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from snnrsa.config import BackboneConfig, NeuronConfig
-from snnrsa.neurons import make_neuron
+from snnrsa.neurons import make_neuron, pooled_spikes
 
 
 def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +121,12 @@ class ConvBlock(nn.Module):
         return _fold(self._conv_bn, x)
 
     def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
-        return _fold(self.pool, self.neuron(self.current(x, static)))
+        cur = self.current(x, static)
+        if _is_2x2_max_pool(self.pool):
+            out = pooled_spikes(self.neuron, cur)  # fast LIF + pool in one CPU kernel
+            if out is not None:
+                return out
+        return _fold(self.pool, self.neuron(cur))
 
     def _bn_affine(self, x: torch.Tensor, chunk: int):
         """BatchNorm as ``y * scale + shift`` (per channel, differentiable), with exactly
@@ -186,6 +194,13 @@ class ConvBlock(nn.Module):
                 piece, *a, state, use_reentrant=False, preserve_rng_state=False)
             outs.append(out)
         return torch.cat(outs)
+
+
+def _is_2x2_max_pool(pool: nn.Module) -> bool:
+    """Exactly ``nn.MaxPool2d(2)`` (a rule's own pool module, e.g. STDP's, is left alone)."""
+    return (type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2))
+            and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
+            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices)
 
 
 def _sizes(total: int, chunk: int) -> list[int]:

@@ -14,7 +14,10 @@ in-place tensor ops and saves only the membrane potentials (one float per unit a
 spikes (one byte); its backward is the hand-derived BPTT of the library's graph, including the
 backend's reset-gradient detail. Spikes are bit-identical to the library loop and gradients equal
 to float tolerance (``tests/test_fast_lif.py``). Nothing here assumes a device: parameters are
-buffers and every tensor is created on the input's device.
+buffers and every tensor is created on the input's device. On CPU (float32/64) the node runs
+compiled kernels (``snnrsa/_lif_cpu.py``: each unit's time loop in registers, one pass over memory
+forward and one backward) equal to the tensor ops that other devices run; ``pooled_spikes`` also
+folds a conv block's 2x2 max-pool into that kernel.
 
 ``run(current, state)`` returns ``(outputs, state)``: a sequence run in time chunks, each chunk
 from the previous one's state, gives the same spikes and gradients as one run (the fast path
@@ -197,6 +200,41 @@ class _FastLIF(torch.autograd.Function):
         return g.mul_(c * scale), None, None, None, None, None, None, None, None, g0
 
 
+class _FastLIFPool(torch.autograd.Function):
+    """A conv block's LIF and 2x2 max-pool in one node on CPU (``_lif_cpu`` pooled kernels): the
+    same pooled spikes as ``_FastLIF`` then ``nn.MaxPool2d(2)``, and the same gradients (each
+    window's gradient goes to the unit PyTorch's max-pool picks), without materialising the
+    full-resolution spikes or the pool's indices."""
+
+    @staticmethod
+    def forward(ctx, current, backend, beta, th, reset, kind, slope, c, scale):
+        ctx.set_materialize_grads(False)
+        ctx.cfg = (backend == "norse", reset == "zero", kind == "atan", float(beta), float(th),
+                   float(c), scale, slope)
+        out, mem = _lif_cpu.pool_forward(current, *ctx.cfg[:2], *ctx.cfg[3:7],
+                                         ctx.needs_input_grad[0])
+        if mem is not None:
+            ctx.save_for_backward(mem)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (mem,) = ctx.saved_tensors
+        g = _lif_cpu.pool_backward(grad_out, mem, *ctx.cfg)
+        return g, None, None, None, None, None, None, None, None
+
+
+def pooled_spikes(neuron: nn.Module, current: torch.Tensor) -> torch.Tensor | None:
+    """2x2 max-pooled spikes ``[T, B, C, H/2, W/2]`` of a fast LIF neuron from one fused CPU
+    kernel; None where that does not apply (library impl, GPU, other dtypes, odd H or W), and
+    the caller runs the neuron, then its pool."""
+    if (getattr(neuron, "impl", None) != "fast" or not hasattr(neuron, "fused_args")
+            or current.dim() != 5 or current.shape[-1] % 2 or current.shape[-2] % 2
+            or not _lif_cpu.supported(current)):
+        return None
+    return _FastLIFPool.apply(current, *neuron.fused_args(current))
+
+
 class SnntorchLIF(nn.Module):
     """snntorch ``Leaky`` with explicit membrane state (never its hidden buffer, see library notes).
 
@@ -222,15 +260,19 @@ class SnntorchLIF(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return self.run(current)[0]
 
+    def fused_args(self, current: torch.Tensor) -> tuple:
+        """The fused nodes' arguments after the current (backend, beta, threshold, reset,
+        surrogate, slope, c, input scale), from the ``Leaky`` buffers."""
+        beta = self.lif.beta.clamp(0, 1).to(current.dtype)
+        th = self.lif.threshold.to(current.dtype)
+        one = torch.ones((), dtype=current.dtype, device=current.device)
+        return "snntorch", beta, th, self.reset, self.surrogate, self.slope, one, 1.0
+
     def run(self, current: torch.Tensor, state: torch.Tensor | None = None):
         """``(spikes, state)`` from ``state`` (the membrane before ``current[0]``; None = rest):
         a sequence run in time chunks, each from the last one's state, equals one run."""
         if self.impl == "fast":
-            beta = self.lif.beta.clamp(0, 1).to(current.dtype)
-            th = self.lif.threshold.to(current.dtype)
-            one = torch.ones((), dtype=current.dtype, device=current.device)
-            return _FastLIF.apply(current, "snntorch", beta, th, self.reset, self.surrogate,
-                                  self.slope, one, 1.0, state)
+            return _FastLIF.apply(current, *self.fused_args(current), state)
         mem = torch.zeros_like(current[0]) if state is None else state
         spikes = []
         for cur in current:
@@ -261,14 +303,17 @@ class NorseLIF(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return self.run(current)[0]
 
+    def fused_args(self, current: torch.Tensor) -> tuple:
+        """The fused nodes' arguments after the current (see ``SnntorchLIF.fused_args``)."""
+        c = (NORSE_DT * self.tau_mem_inv).to(current.dtype)
+        th = self.v_th.to(current.dtype)
+        return "norse", c, th, "zero", "fast_sigmoid", 1.0, c, self.input_scale
+
     def run(self, current: torch.Tensor, state=None):
         """``(spikes, state)`` from ``state`` (None = rest); chunked runs equal one run. The state
         is the pre-reset membrane for ``impl='fast'`` and norse's cell state for ``library``."""
         if self.impl == "fast":
-            c = (NORSE_DT * self.tau_mem_inv).to(current.dtype)
-            th = self.v_th.to(current.dtype)
-            return _FastLIF.apply(current, "norse", c, th, "zero", "fast_sigmoid", 1.0, c,
-                                  self.input_scale, state)
+            return _FastLIF.apply(current, *self.fused_args(current), state)
         params = LIFBoxParameters(
             tau_mem_inv=self.tau_mem_inv,
             v_th=self.v_th,

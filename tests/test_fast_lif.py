@@ -9,7 +9,7 @@ import torch
 from snnrsa import _lif_cpu
 from snnrsa.config import NeuronConfig
 from snnrsa.network import Network
-from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron
+from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron, pooled_spikes
 
 from conftest import typed_cfg
 
@@ -225,3 +225,50 @@ def test_cpu_kernels_keep_channels_last_and_float64(monkeypatch) -> None:
         _tensor_path(monkeypatch)
         ref64 = n(x64)
     assert s64.dtype == torch.float64 and torch.equal(s64, ref64)
+
+
+@pytest.mark.parametrize("name,reset,sur,slope", CASES)
+@pytest.mark.parametrize("static", [False, True])
+def test_fused_lif_pool_equals_lif_then_max_pool(name, reset, sur, slope, static) -> None:
+    """The conv block's fused CPU kernel (LIF + 2x2 max-pool in one node) against the neuron
+    followed by nn.MaxPool2d(2): identical pooled spikes; gradients to float tolerance, which
+    needs each window's gradient routed to the unit PyTorch's pool picks (first spiking unit,
+    or the window's first unit when none spiked: both occur here). Three threads."""
+    torch.manual_seed(7)
+    T, shape = 7, (4, 6, 20, 22)  # 2,640 window rows: three thread ranges
+    if static:
+        base = (torch.randn(shape) * 0.5 + 0.3).requires_grad_()
+        x, leaf = base.unsqueeze(0).expand(T, *shape), base
+    else:
+        leaf = (torch.randn(T, *shape) * 0.8 + 0.2).requires_grad_()
+        x = leaf
+    w = torch.randn(T, shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+    n = _neuron(name, reset, sur, slope, "fast")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        fused = pooled_spikes(n, x)
+        ref = torch.nn.functional.max_pool2d(n(x).flatten(0, 1), 2).unflatten(0, (T, shape[0]))
+        (g_fused,) = torch.autograd.grad((fused * w).sum(), leaf)
+        (g_ref,) = torch.autograd.grad((ref * w).sum(), leaf)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(fused, ref)
+    assert 0.1 < float(ref.mean()) < 0.9 and float((ref == 0).float().mean()) > 0.05
+    torch.testing.assert_close(g_fused, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_lif_pool_channels_last_and_fallbacks() -> None:
+    """No-grad channels-last frames stay channels-last and equal the NCHW result; odd sizes and
+    the library implementation are not fused (None: the block runs neuron, then pool)."""
+    torch.manual_seed(8)
+    n = _neuron("norse_lif", "zero", "fast_sigmoid", 1.0, "fast")
+    x = torch.randn(5, 3, 8, 12, 12) * 0.8 + 0.3
+    cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (5, 3))
+    with torch.no_grad():
+        a, b = pooled_spikes(n, x), pooled_spikes(n, cl)
+        ref = torch.nn.functional.max_pool2d(n(x).flatten(0, 1), 2).unflatten(0, (5, 3))
+    assert torch.equal(a, ref) and torch.equal(b, ref)
+    assert b.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    assert pooled_spikes(n, x[..., :11]) is None
+    assert pooled_spikes(_neuron("norse_lif", "zero", "fast_sigmoid", 1.0, "library"), x) is None

@@ -4,7 +4,8 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
   bound      the rate network (conv, BN, ReLU, pool, FC) run as T separate passes, summed loss
   rate_folded the rate network on the T*B frames in one folded pass (reference only: shows how much
              of the gain is time folding and how much the neuron costs over a ReLU)
-  fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default)
+  fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default: on CPU compiled LIF
+             kernels, with each conv block's max-pool fused in; snnrsa/_lif_cpu.py)
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
@@ -13,7 +14,9 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
 Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
 --encoding analog the first convolution of fast/folded_lib runs once (static input).
 Times: median of --reps interleaved rounds after one warm-up (the machine is shared and noisy;
-only ratios within one run are meaningful). Memory (CPU, a child process per case): bytes saved for
+only ratios within one run are meaningful). The process calls snnrsa.runtime.keep_freed_memory as
+a snnrsa run does (--system-allocator: glibc as it is; every case then page-faults its large
+tensors again at every step). Memory (CPU, a child process per case): bytes saved for
 backward (unique storages, counted with saved_tensors_hooks; tensors saved inside a checkpoint are
 not seen) and peak RSS growth over the step (VmHWM reset first; ru_maxrss is inherited from the
 parent across fork + exec and would start at the parent's RSS; glibc mmaps blocks >= 64 KiB so
