@@ -171,37 +171,37 @@ def _pool(spk, out, nr, W, Q):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _route(a, d, i0, i1, i2, i3, g, h, zero):
+    """One window's gradient ``g`` to the unit PyTorch's max-pool picks among units i0..i3
+    (row-major): the first whose membrane ``a`` is above threshold, the first when none is.
+    Branch-free: g1..g4 is what remains for the units after each one."""
+    g1 = zero if a[i0] > h else g
+    g2 = zero if a[i1] > h else g1
+    g3 = zero if a[i2] > h else g2
+    g4 = zero if a[i3] > h else g3  # none spiked: back to the first
+    d[i0] = g - g1 + g4
+    d[i1] = g1 - g2
+    d[i2] = g2 - g3
+    d[i3] = g3 - g4
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _unpool(m, gp, gi, nr, W, Q, h, zero):
-    """Max-pool backward: each window's gradient ``gp`` into ``gi`` at the unit PyTorch picks
-    (the first with membrane ``m`` above threshold in row-major order, else the first), zero
-    elsewhere; written branch-free so the loops vectorise."""
+    """Max-pool backward for ``nr`` row pairs: every window's gradient ``gp`` into ``gi``."""
     L, WQ, W2 = 2 * W * Q, W * Q, W // 2
     if Q == 1:  # NCHW (training): one loop over the pooled row
         for r in range(nr):
             a, d, o = m[r * L:(r + 1) * L], gi[r * L:(r + 1) * L], gp[r * W2:(r + 1) * W2]
             for w2 in range(W2):
                 i = 2 * w2
-                g = o[w2]
-                g1 = zero if a[i] > h else g  # what is left for the units after the first
-                g2 = zero if a[i + 1] > h else g1
-                g3 = zero if a[W + i] > h else g2
-                g4 = zero if a[W + i + 1] > h else g3  # none spiked: back to the first
-                d[i] = g - g1 + g4
-                d[i + 1] = g1 - g2
-                d[W + i] = g2 - g3
-                d[W + i + 1] = g3 - g4
-        return
-    for r in range(nr):  # channels-last: vectorise over channels
-        for w2 in range(W2):
-            base = r * L + 2 * w2 * Q
-            a, d, o = m[base:], gi[base:], gp[(r * W2 + w2) * Q:]
-            for q in range(Q):
-                s0, s1, s2, s3 = a[q] > h, a[q + Q] > h, a[WQ + q] > h, a[WQ + q + Q] > h
-                g = o[q]
-                d[q] = g if (s0 or not (s1 or s2 or s3)) else zero
-                d[q + Q] = g if (s1 and not s0) else zero
-                d[WQ + q] = g if (s2 and not (s0 or s1)) else zero
-                d[WQ + q + Q] = g if (s3 and not (s0 or s1 or s2)) else zero
+                _route(a, d, i, i + 1, W + i, W + i + 1, o[w2], h, zero)
+    else:  # channels-last (evaluation): vectorise over channels
+        for r in range(nr):
+            for w2 in range(W2):
+                base = r * L + 2 * w2 * Q
+                a, d, o = m[base:], gi[base:], gp[(r * W2 + w2) * Q:]
+                for q in range(Q):
+                    _route(a, d, q, q + Q, WQ + q, WQ + q + Q, o[q], h, zero)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -235,8 +235,7 @@ def lif_pool_backward(go, mem, g, lo, hi, W, Q, norse, zero_reset, atan, k):
     the window's first unit when none spiked), then through the LIF recurrence as in
     ``lif_backward``."""
     T = mem.shape[0]
-    c, s, zero, one = k[2], k[3], k[4], k[5]
-    h = k[1]
+    h, c, s, zero, one = k[1], k[2], k[3], k[4], k[5]
     out_scale = c * s if norse else one
     L = 2 * W * Q
     L4 = L // 4
