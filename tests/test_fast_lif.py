@@ -272,3 +272,83 @@ def test_fused_lif_pool_channels_last_and_fallbacks() -> None:
     assert b.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
     assert pooled_spikes(n, x[..., :11]) is None
     assert pooled_spikes(_neuron("norse_lif", "zero", "fast_sigmoid", 1.0, "library"), x) is None
+
+
+def _idiomatic(net, seq: torch.Tensor, backend: str):
+    """The libraries' tutorial loop: one time step through the whole network at a time, with
+    fresh snntorch ``Leaky`` / norse ``LIFBoxCell`` states per layer; returns the time-mean head
+    output and each layer's output sequence."""
+    from norse.torch import LIFBoxCell, LIFBoxParameters
+
+    from snnrsa.neurons import NORSE_DT
+
+    layers = [*net.blocks, *net.fcs]
+    cells, state = [], [None] * len(layers)
+    for layer in layers:
+        n = layer.neuron
+        if backend == "snntorch_lif":
+            cells.append(n.lif)
+        else:
+            p = LIFBoxParameters(tau_mem_inv=n.tau_mem_inv, v_th=n.v_th,
+                                 v_leak=torch.zeros_like(n.v_th),
+                                 v_reset=torch.zeros_like(n.v_th), method="super")
+            cells.append(LIFBoxCell(p=p, dt=NORSE_DT))
+    outs, head = {}, 0.0
+    for frame in seq:
+        x = frame
+        for i, layer in enumerate(layers):
+            conv = i < len(net.blocks)
+            cur = layer.bn(layer.conv(x)) if conv else layer.linear(x)
+            if backend == "snntorch_lif":
+                mem = torch.zeros_like(cur) if state[i] is None else state[i]
+                x, state[i] = cells[i](cur, mem)
+            else:
+                x, state[i] = cells[i](cur * layer.neuron.input_scale, state[i])
+            if conv:
+                x = layer.pool(x)
+            name = f"conv{i + 1}" if conv else f"fc{i + 1 - len(net.blocks)}"
+            outs.setdefault(name, []).append(x)
+            if i == len(net.blocks) - 1:
+                x = x.flatten(1)
+        head = head + net.head(x)
+    return head / len(seq), {k: torch.stack(v) for k, v in outs.items()}
+
+
+@pytest.mark.parametrize("backend", ["snntorch_lif", "norse_lif"])
+def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend: str) -> None:
+    """The default path (time-folded convs, CPU kernels, LIF + pool fused) against the libraries'
+    own per-time-step loop over the whole network, on Poisson spike frames: every layer's spikes
+    identical, every parameter's gradient equal to float tolerance. BatchNorm in eval mode (the
+    loop normalises each step's batch on its own in training mode, the folded path all T*B
+    frames: a different model)."""
+    from snnrsa.backbone import Backbone
+    from snnrsa.config import BackboneConfig
+
+    torch.manual_seed(9)
+    net = Backbone(BackboneConfig(), NeuronConfig(name=backend, time_steps=6), 10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics and affine maps
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.8, 1.6)
+    net.eval()
+    seq = torch.bernoulli(torch.rand(6, 5, 3, 32, 32))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    grads, outs = {}, {}
+    for path in ("fast", "idiomatic"):
+        net.zero_grad()
+        if path == "fast":
+            head, o = net(seq)
+            head = head.mean(0)
+        else:
+            head, o = _idiomatic(net, seq, backend)
+        torch.nn.functional.cross_entropy(head, y).backward()
+        outs[path] = o
+        grads[path] = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    for name, spikes in outs["idiomatic"].items():
+        assert torch.equal(outs["fast"][name], spikes), name
+        assert 0 < float(spikes.mean()) < 1, name
+    assert grads["fast"].keys() == grads["idiomatic"].keys() and len(grads["fast"]) > 8
+    for n, g in grads["idiomatic"].items():
+        torch.testing.assert_close(grads["fast"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+    assert all(float(g.abs().sum()) > 0 for g in grads["idiomatic"].values())
