@@ -29,18 +29,22 @@ def _neuron(name, reset, sur, slope, impl, beta=0.9):
     return make_neuron(cfg, impl)
 
 
+def _currents(T: int, shape: tuple, static: bool, scale: float, shift: float):
+    """Input currents ``[T, *shape]`` and the leaf to differentiate: a static (analog) input is one
+    current expanded over time (stride 0), as ``ConvBlock.current`` gives it."""
+    if static:
+        base = (torch.randn(shape) * scale + shift).requires_grad_()
+        return base.unsqueeze(0).expand(T, *shape), base
+    leaf = (torch.randn(T, *shape) * scale + shift).requires_grad_()
+    return leaf, leaf
+
+
 @pytest.mark.parametrize("name,reset,sur,slope", CASES)
 @pytest.mark.parametrize("static", [False, True])
 def test_fast_neuron_matches_library_loop(name, reset, sur, slope, static) -> None:
     torch.manual_seed(0)
     T, shape = 12, (3, 6, 5, 5)
-    if static:  # analog input: one current expanded over time (stride 0), as ConvBlock.current
-        base = (torch.randn(shape) * 0.6 + 0.3).requires_grad_()
-        x = base.unsqueeze(0).expand(T, *shape)
-        leaf = base
-    else:
-        leaf = (torch.randn(T, *shape) * 0.8 + 0.3).requires_grad_()
-        x = leaf
+    x, leaf = _currents(T, shape, static, 0.6 if static else 0.8, 0.3)
     w = torch.randn(T, *shape)
     got = {}
     for impl in ("library", "fast"):
@@ -178,12 +182,7 @@ def test_cpu_kernels_equal_tensor_path(name, reset, sur, slope, static, monkeypa
     gradients w.r.t. the input and the carried state to float tolerance."""
     torch.manual_seed(5)
     T, shape = 9, (5, 7, 24, 23)  # 19,320 units: 3 thread ranges, last block partial
-    if static:
-        base = (torch.randn(shape) * 0.5 + 0.35).requires_grad_()
-        x, leaf = base.unsqueeze(0).expand(T, *shape), base
-    else:
-        leaf = (torch.randn(T, *shape) * 0.8 + 0.3).requires_grad_()
-        x = leaf
+    x, leaf = _currents(T, shape, static, 0.5 if static else 0.8, 0.35 if static else 0.3)
     w, w_last = torch.randn(T, *shape), torch.randn(shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
@@ -236,12 +235,7 @@ def test_fused_lif_pool_equals_lif_then_max_pool(name, reset, sur, slope, static
     or the window's first unit when none spiked: both occur here). Three threads."""
     torch.manual_seed(7)
     T, shape = 7, (4, 6, 20, 22)  # 2,640 window rows: three thread ranges
-    if static:
-        base = (torch.randn(shape) * 0.5 + 0.3).requires_grad_()
-        x, leaf = base.unsqueeze(0).expand(T, *shape), base
-    else:
-        leaf = (torch.randn(T, *shape) * 0.8 + 0.2).requires_grad_()
-        x = leaf
+    x, leaf = _currents(T, shape, static, 0.5 if static else 0.8, 0.3 if static else 0.2)
     w = torch.randn(T, shape[0], shape[1], shape[2] // 2, shape[3] // 2)
     n = _neuron(name, reset, sur, slope, "fast")
     threads = torch.get_num_threads()
