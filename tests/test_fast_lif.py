@@ -309,12 +309,15 @@ def _idiomatic(net, seq: torch.Tensor, backend: str):
 
 
 @pytest.mark.parametrize("backend", ["snntorch_lif", "norse_lif"])
-def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend: str) -> None:
-    """The default path (time-folded convs, CPU kernels, LIF + pool fused) against the libraries'
-    own per-time-step loop over the whole network, on Poisson spike frames: every layer's spikes
-    identical, every parameter's gradient equal to float tolerance. BatchNorm in eval mode (the
-    loop normalises each step's batch on its own in training mode, the folded path all T*B
-    frames: a different model)."""
+@pytest.mark.parametrize("kernels", ["cpu", "tensor_ops"])
+def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend, kernels, monkeypatch) -> None:
+    """The default path (time-folded convs; on CPU compiled kernels with LIF + pool fused, else
+    the tensor-op path that GPUs run) against the libraries' own per-time-step loop over the
+    whole network, on Poisson spike frames: every layer's spikes identical, every parameter's
+    gradient equal to float tolerance. BatchNorm in eval mode (the loop normalises each step's
+    batch on its own in training mode, the folded path all T*B frames: a different model)."""
+    if kernels == "tensor_ops":
+        _tensor_path(monkeypatch)
     from snnrsa.backbone import Backbone
     from snnrsa.config import BackboneConfig
 
