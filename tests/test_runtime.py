@@ -22,12 +22,12 @@ torch.manual_seed(0)
 net = Backbone(BackboneConfig(), NeuronConfig(name="snntorch_lif", time_steps=8), 10).train()
 x = torch.bernoulli(torch.full((8, 64, 3, 32, 32), 0.5))  # conv1 maps: 67 MB per tensor
 faults = []
-for _ in range(4):
+for _ in range(7):
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     head, _ = net(x)
     head.mean(0).logsumexp(1).sum().backward()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-print("faults", min(faults[2:]))
+print("faults", min(faults[3:]))
 """
 
 
@@ -43,10 +43,10 @@ def test_training_step_memory_is_reused_not_faulted_again() -> None:
     state, tuned = _probe(True)
     _, default = _probe(False)
     assert state == "True"
-    assert default > 50_000  # glibc unmapped the large tensors and the kernel faulted them again
+    assert default > 30_000  # glibc unmapped the large tensors and the kernel faulted them again
     assert tuned < default / 20
 
 
 def test_user_malloc_settings_win() -> None:
     state, faults = _probe(True, {"MALLOC_MMAP_THRESHOLD_": "65536"})
-    assert state == "False" and faults > 50_000
+    assert state == "False" and faults > 30_000
