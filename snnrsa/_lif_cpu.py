@@ -10,8 +10,9 @@ release the GIL).
 The forward repeats the tensor path's operations one for one in the data type (same products,
 sums and comparisons, no fused multiply-add), so spikes and membranes equal it exactly (a zero's
 sign aside); the backward is the same recurrence (float tolerance). Constants arrive in an array
-of the data type, so that no float32 operation is promoted to float64. Used for float32/float64
-CPU tensors; other devices and dtypes take the tensor-op path in ``neurons``.
+of the data type (``LIFParams.consts``), so that no float32 operation is promoted to float64.
+Used for float32/float64 CPU tensors; other devices and dtypes take the tensor-op path in
+``neurons``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -305,20 +307,38 @@ def _run(kernel, n: int, block: int, *args) -> None:
         f.result()
 
 
-def _consts(dtype: np.dtype, *values: float) -> np.ndarray:
-    """Kernel constants in the data type (a float64 literal would promote float32 arithmetic)."""
-    return np.array([float(v) for v in values], dtype=dtype)
+@dataclass(frozen=True)
+class LIFParams:
+    """One fused LIF node's settings as the kernels take them."""
+
+    norse: bool  # norse's update and reset gradient, else snntorch's
+    zero_reset: bool  # else subtract (snntorch only)
+    atan: bool  # surrogate: snntorch ATan, else fast sigmoid
+    beta: float
+    th: float
+    c: float  # norse: dt * tau_mem_inv (1 for snntorch)
+    scale: float  # norse's input scale (1 for snntorch)
+    slope: float
+
+    def consts(self, dtype: np.dtype) -> np.ndarray:
+        """The kernels' constants ``k`` in the data type (a float64 literal would promote float32
+        arithmetic): beta, th, c, scale, 0, 1, slope, pi / 2 * slope, slope / 2."""
+        values = (self.beta, self.th, self.c, self.scale, 0.0, 1.0, self.slope,
+                  math.pi / 2 * self.slope, self.slope / 2)
+        return np.array(values, dtype=dtype)
 
 
-def forward(current: torch.Tensor, mem0: torch.Tensor | None, norse: bool, zero_reset: bool,
-            beta: float, th: float, c: float, scale: float, store: bool):
-    """Spikes ``[T, ...]`` (current's dtype and memory layout), the last step's membrane and, if
-    ``store``, every step's membrane ``[T, ...]`` (else None). A static input (time stride 0) is
-    read from its one frame."""
-    T, dtype = current.shape[0], current.dtype
+def _frames(current: torch.Tensor) -> torch.Tensor:
+    """The input to read: a static input (time stride 0) as its one frame."""
     x = current.detach()
-    if T > 1 and x.stride(0) == 0:
-        x = x[:1]
+    return x[:1] if x.shape[0] > 1 and x.stride(0) == 0 else x
+
+
+def forward(current: torch.Tensor, mem0: torch.Tensor | None, p: LIFParams, store: bool):
+    """Spikes ``[T, ...]`` (current's dtype and memory layout), the last step's membrane and, if
+    ``store``, every step's membrane ``[T, ...]`` (else None)."""
+    T, dtype = current.shape[0], current.dtype
+    x = _frames(current)
     perm = _order(x)
     step = [p - 1 for p in perm[1:]]
     cur = _flat(x, perm, x.shape[0])
@@ -330,13 +350,12 @@ def forward(current: torch.Tensor, mem0: torch.Tensor | None, norse: bool, zero_
     _run(lif_forward, n, BLOCK, cur.numpy(), m0[0].numpy(), _flat(out, perm, T).numpy(),
          (_flat(mem, perm, T) if store else torch.empty((0, n), dtype=dtype)).numpy(),
          _flat(last, step, 1)[0].numpy(),
-         (norse, zero_reset, _consts(cur.numpy().dtype, beta, th, c, scale, 0.0, 1.0)))
+         (p.norse, p.zero_reset, p.consts(cur.numpy().dtype)))
     return out, last, mem
 
 
 def backward(grad_out: torch.Tensor | None, mem: torch.Tensor, mem0: torch.Tensor | None,
-             grad_last: torch.Tensor | None, norse: bool, zero_reset: bool, atan: bool, beta: float,
-             th: float, c: float, scale: float, slope: float):
+             grad_last: torch.Tensor | None, p: LIFParams):
     """dL/dcurrent ``[T, ...]`` (in ``mem``'s layout) and dL/dmem0 (None without ``mem0``)."""
     T, dtype = mem.shape[0], mem.dtype
     perm = _order(mem)
@@ -350,9 +369,7 @@ def backward(grad_out: torch.Tensor | None, mem: torch.Tensor, mem0: torch.Tenso
     g0 = _new(mem0.shape, step, dtype) if mem0 is not None else torch.empty((1, 0), dtype=dtype)
     _run(lif_backward, n, BLOCK, go.numpy(), m.numpy(), m0[0].numpy(), gl[0].numpy(),
          _flat(g, perm, T).numpy(), (g0 if mem0 is None else _flat(g0, step, 1))[0].numpy(),
-         (norse, zero_reset, atan,
-          _consts(m.numpy().dtype, beta, th, c, scale, 0.0, 1.0, slope, math.pi / 2 * slope,
-                  slope / 2)))
+         (p.norse, p.zero_reset, p.atan, p.consts(m.numpy().dtype)))
     return g, (g0 if mem0 is not None else None)
 
 
@@ -366,14 +383,11 @@ def _pool_layout(x: torch.Tensor) -> tuple[list[int], int, int]:
     return [0, 1, 2, 3, 4], B * C, 1
 
 
-def pool_forward(current: torch.Tensor, norse: bool, zero_reset: bool, beta: float, th: float,
-                 c: float, scale: float, store: bool):
+def pool_forward(current: torch.Tensor, p: LIFParams, store: bool):
     """2x2 max-pooled spikes ``[T, B, C, H/2, W/2]`` (H, W even) in the input's frame layout and,
     if ``store``, the membranes ``[T, B, C, H, W]`` (else None)."""
     T, dtype = current.shape[0], current.dtype
-    x = current.detach()
-    if T > 1 and x.stride(0) == 0:
-        x = x[:1]
+    x = _frames(current)
     perm, P, Q = _pool_layout(x)
     _, B, C, H, W = current.shape
     cur = _flat(x, perm, x.shape[0])
@@ -382,12 +396,11 @@ def pool_forward(current: torch.Tensor, norse: bool, zero_reset: bool, beta: flo
     L = 2 * W * Q
     _run(lif_pool_forward, P * H // 2, max(1, BLOCK // L), cur.numpy(), _flat(out, perm, T).numpy(),
          (_flat(mem, perm, T) if store else torch.empty((0, 1), dtype=dtype)).numpy(),
-         (W, Q, norse, zero_reset, _consts(cur.numpy().dtype, beta, th, c, scale, 0.0, 1.0)))
+         (W, Q, p.norse, p.zero_reset, p.consts(cur.numpy().dtype)))
     return out, mem
 
 
-def pool_backward(grad_out: torch.Tensor | None, mem: torch.Tensor, norse: bool, zero_reset: bool,
-                  atan: bool, beta: float, th: float, c: float, scale: float, slope: float):
+def pool_backward(grad_out: torch.Tensor | None, mem: torch.Tensor, p: LIFParams):
     """dL/dcurrent ``[T, B, C, H, W]`` (in ``mem``'s layout) from dL/d(pooled spikes)."""
     T, dtype = mem.shape[0], mem.dtype
     perm, P, Q = _pool_layout(mem)
@@ -399,7 +412,5 @@ def pool_backward(grad_out: torch.Tensor | None, mem: torch.Tensor, norse: bool,
     L = 2 * W * Q
     _run(lif_pool_backward, P * H // 2, max(1, BLOCK // L), go.numpy(), m.numpy(),
          _flat(g, perm, T).numpy(),
-         (W, Q, norse, zero_reset, atan,
-          _consts(m.numpy().dtype, beta, th, c, scale, 0.0, 1.0, slope, math.pi / 2 * slope,
-                  slope / 2)))
+         (W, Q, p.norse, p.zero_reset, p.atan, p.consts(m.numpy().dtype)))
     return g

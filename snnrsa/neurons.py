@@ -83,6 +83,12 @@ def _surrogate_grad_(h: torch.Tensor, kind: str, slope: float) -> torch.Tensor:
     return h.add_(1.0).pow_(-2)  # one pass (PyTorch's pow kernel special-cases exponent -2)
 
 
+def _kernel_params(backend, beta, th, reset, kind, slope, c, scale) -> _lif_cpu.LIFParams:
+    """The fused nodes' arguments as the CPU kernels take them."""
+    return _lif_cpu.LIFParams(backend == "norse", reset == "zero", kind == "atan", float(beta),
+                              float(th), float(c), float(scale), float(slope))
+
+
 class _FastLIF(torch.autograd.Function):
     """The whole LIF time loop of one backend as a single autograd node.
 
@@ -102,8 +108,8 @@ class _FastLIF(torch.autograd.Function):
         ctx.cfg = (backend, reset, kind, slope, scale)
         ctx.compiled = _lif_cpu.supported(current)
         if ctx.compiled:
-            out, last, mem = _lif_cpu.forward(current, mem0, backend == "norse", reset == "zero",
-                                              float(beta), float(th), float(c), scale, grad)
+            ctx.params = _kernel_params(backend, beta, th, reset, kind, slope, c, scale)
+            out, last, mem = _lif_cpu.forward(current, mem0, ctx.params, grad)
             if grad:
                 ctx.save_for_backward(mem, None, beta, th, c, mem0)
             return out, last
@@ -159,9 +165,7 @@ class _FastLIF(torch.autograd.Function):
         mem, spikes, beta, th, c, mem0 = ctx.saved_tensors
         backend, reset, kind, slope, scale = ctx.cfg
         if ctx.compiled:
-            g, g0 = _lif_cpu.backward(grad_out, mem, mem0, grad_last, backend == "norse",
-                                      reset == "zero", kind == "atan", float(beta), float(th),
-                                      float(c), scale, slope)
+            g, g0 = _lif_cpu.backward(grad_out, mem, mem0, grad_last, ctx.params)
             return g, None, None, None, None, None, None, None, None, g0
         T = mem.shape[0]
         sg = _surrogate_grad_(mem - th, kind, slope)
@@ -209,10 +213,8 @@ class _FastLIFPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, backend, beta, th, reset, kind, slope, c, scale):
         ctx.set_materialize_grads(False)
-        ctx.cfg = (backend == "norse", reset == "zero", kind == "atan", float(beta), float(th),
-                   float(c), scale, slope)
-        out, mem = _lif_cpu.pool_forward(current, *ctx.cfg[:2], *ctx.cfg[3:7],
-                                         ctx.needs_input_grad[0])
+        ctx.params = _kernel_params(backend, beta, th, reset, kind, slope, c, scale)
+        out, mem = _lif_cpu.pool_forward(current, ctx.params, ctx.needs_input_grad[0])
         if mem is not None:
             ctx.save_for_backward(mem)
         return out
@@ -220,7 +222,7 @@ class _FastLIFPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (mem,) = ctx.saved_tensors
-        g = _lif_cpu.pool_backward(grad_out, mem, *ctx.cfg)
+        g = _lif_cpu.pool_backward(grad_out, mem, ctx.params)
         return g, None, None, None, None, None, None, None, None
 
 
