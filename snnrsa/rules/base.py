@@ -3,11 +3,57 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import nn
 
+from snnrsa.config import ConfigError
 from snnrsa.network import Network
+
+
+def check_choices(rule: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """Reject a rule option outside its allowed values at config time, naming key and values."""
+    for key, allowed in choices.items():
+        value = getattr(rule, key)
+        if value not in allowed:
+            raise ConfigError(f"rule.{key}={value!r} is not one of {list(allowed)}")
+
+
+@contextmanager
+def frozen_bn_stats(net: nn.Module) -> Iterator[None]:
+    """BatchNorm keeps using batch statistics but stops updating its running statistics, so
+    extra passes over a batch (PC's inference, diagnostics on a probe batch) do not count as
+    extra batches."""
+    bns = [m for m in net.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+
+
+@contextmanager
+def training_mode_probe(net: nn.Module, seed: int = 0) -> Iterator[None]:
+    """Run a diagnostic pass as training sees it (BatchNorm on batch statistics, dropout on)
+    without side effects: running statistics frozen, a fixed random stream (dropout masks and
+    stochastic encodings repeat between passes, the run's stream is untouched), every module's
+    mode restored afterwards."""
+    modes = {m: m.training for m in net.modules()}
+    devices = [d for d in {p.device for p in net.parameters()} if d.type == "cuda"]
+    try:
+        net.train()
+        with frozen_bn_stats(net), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 class Rule(ABC):

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from snnrsa.network import Network
-from snnrsa.rules.base import Rule
+from snnrsa.rules.base import Rule, check_choices
 
 
 @dataclass
 class BPConfig:
     name: str = "bp"
-    optimizer: str = "adam"  # adam | sgd
+    optimizer: str = "adam"  # adam (coupled L2, the study) | adamw (decoupled decay) | sgd
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -24,14 +24,23 @@ class BPConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 disables
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
 def make_optimizer(cfg: Any, params) -> torch.optim.Optimizer:
+    """``adam`` adds the L2 term to the gradient before Adam's per-weight rescaling (the study);
+    ``adamw`` shrinks weights by lr * weight_decay per step beside the rescaled gradient
+    (Loshchilov & Hutter 2019), so the decay's strength does not depend on the gradient's size."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-    raise ValueError(f"rule.optimizer={cfg.optimizer!r} is not one of adam, sgd")
+    raise ValueError(f"rule.optimizer={cfg.optimizer!r} is not one of {list(OPTIMIZERS)}")
 
 
 def make_scheduler(cfg: Any, opt: torch.optim.Optimizer, n_epochs: int):
@@ -46,6 +55,10 @@ class BP(Rule):
     """Cross-entropy on the read-out, gradients through the surrogate where neurons spike."""
 
     schema = BPConfig
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        check_choices(cfg.rule, {"optimizer": OPTIMIZERS, "schedule": SCHEDULES})
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)

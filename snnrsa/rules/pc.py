@@ -1,14 +1,29 @@
 """Canonical predictive coding (Whittington & Bogacz 2017; Millidge et al. 2020; Pinchetti et al.
-2025) on the shared backbone, with rate neurons.
+2025) on the shared backbone, with rate neurons, and its exact variant.
 
 Every stage of the backbone (conv block, FC layer, head) predicts the next value node from the one
 below: mu_l = f_l(x_{l-1}). Value nodes start at the feed-forward pass (all errors zero); the output
 is clamped to the label, either as a cross-entropy energy on the head's prediction or as a one-hot
-value node with a squared error. T inference steps descend the energy
+value node with a squared error.
+
+``rule.pc=energy`` (the default): T inference steps descend the energy
 F = sum_l 1/2 ||x_l - mu_l||^2 + E_out on the hidden value nodes; then every stage's parameters
 move along -dF/dW_l with its input held fixed, which is the local rule error x presynaptic
-activity (through the stage's own ReLU, BatchNorm and pooling). With small inference steps these
-updates point along BP's gradients (the standard correctness check, ``tests/test_pc.py``).
+activity (through the stage's own ReLU, BatchNorm and pooling). The error reaching a layer shrinks
+about geometrically with its distance from the output, so at the shipped rate and step count the
+updates point along BP's gradients (cosine >= 0.95) but lower layers' updates are much smaller
+(measured per layer every epoch in ``rule_log.csv``; bounds in ``tests/test_pc.py``).
+
+``rule.pc=fixed_prediction``: the fixed-prediction assumption (Millidge, Tschantz & Buckley 2020)
+keeps predictions and their Jacobians at the feed-forward pass while the errors relax. With
+``inference_rate=1`` each step moves the error one stage down (the zero-divergence schedule of
+Song et al. 2020), and after as many steps as hidden stages the updates equal BP's gradients to
+float rounding (``tests/test_pc.py``).
+
+Canonical PC's updates are tiny in lower layers, so the default optimiser is AdamW: a coupled L2
+term (Adam's ``weight_decay``) is rescaled together with the gradient, which makes the same decay
+about 300x stronger, relative to the update, for PC's conv1 than for BP's; decoupled decay
+shrinks every weight by lr * weight_decay per step whatever its gradient.
 
 Without a label the feed-forward state is already the energy minimum, so the RSA features (and
 test predictions) of a canonical PC network are its feed-forward activity: no ``features``
@@ -20,8 +35,7 @@ to a fixed point, which a spike train does not have (``require_static_rate``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,18 +46,23 @@ from torch import nn
 from snnrsa.backbone import Backbone, _fold
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
-from snnrsa.rules.bp import BP
+from snnrsa.rules.base import check_choices, frozen_bn_stats, training_mode_probe
+from snnrsa.rules.bp import BP, OPTIMIZERS, SCHEDULES
 
 OUTPUT_ENERGIES = ("ce", "mse")
+VARIANTS = ("energy", "fixed_prediction")
+PROBE_SIZE = 64
+__all__ = ["PC", "PCConfig", "frozen_bn_stats", "stages", "stage_parameters"]
 
 
 @dataclass
 class PCConfig:
     name: str = "pc"
+    pc: str = "energy"  # energy (canonical) | fixed_prediction (exact: BP's gradients at rate 1)
     inference_steps: int = 8
     inference_rate: float = 0.1
     output_energy: str = "ce"  # ce (cross-entropy of the label) | mse (one-hot output clamped)
-    optimizer: str = "adam"  # adam | sgd, on -dF/dW
+    optimizer: str = "adamw"  # adamw (decoupled decay) | adam (coupled L2) | sgd, on -dF/dW
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -86,29 +105,37 @@ def stages(net: Network) -> list[tuple[str, Callable[[torch.Tensor], torch.Tenso
     return chain
 
 
-@contextmanager
-def frozen_bn_stats(net: nn.Module) -> Iterator[None]:
-    """BatchNorm keeps using batch statistics but stops updating its running statistics, so the
-    repeated predictions of inference do not count as extra batches."""
-    bns = [m for m in net.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in bns:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in bns:
-            m.track_running_stats = True
+def stage_parameters(net: Network) -> list[tuple[str, list[nn.Parameter]]]:
+    """The trainable parameters of each stage of ``stages``, in the same order."""
+    bb = net.backbone
+    mods: list[tuple[str, list[nn.Module]]] = [
+        *((f"conv{i + 1}", [b]) for i, b in enumerate(bb.blocks)),
+        *((f"fc{i + 1}", [fc]) for i, fc in enumerate(bb.fcs)),
+        ("output", [bb.head, net.readout]),
+    ]
+    return [(name, [p for m in ms for p in m.parameters() if p.requires_grad])
+            for name, ms in mods]
+
+
+def cosine_and_ratio(update: list[torch.Tensor], reference: list[torch.Tensor]
+                     ) -> tuple[float, float]:
+    """Cosine between two parameter lists taken as one vector each, and the norm ratio
+    |update| / |reference| (float64; no epsilon: lower layers' PC updates are tiny)."""
+    a = torch.cat([g.detach().double().flatten() for g in update])
+    b = torch.cat([g.detach().double().flatten() for g in reference])
+    return float(a @ b / (a.norm() * b.norm())), float(a.norm() / b.norm())
 
 
 class PC(BP):
-    """Inference on value nodes, then local updates of every stage from its prediction error;
-    BP's optimiser, schedule and clipping apply the updates."""
+    """Inference on value nodes (or on errors under fixed predictions), then local updates of
+    every stage from its prediction error; BP's optimiser, schedule and clipping apply them."""
 
     schema = PCConfig
 
     @classmethod
     def check(cls, cfg: Any) -> None:
+        check_choices(cfg.rule, {"pc": VARIANTS, "output_energy": OUTPUT_ENERGIES,
+                                 "optimizer": OPTIMIZERS, "schedule": SCHEDULES})
         require_static_rate(cfg)
         if cfg.backbone.dropout > 0:
             raise ConfigError("rule=pc with backbone.dropout > 0: a dropout mask would change the "
@@ -116,15 +143,26 @@ class PC(BP):
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.output_energy not in OUTPUT_ENERGIES:
-            raise ConfigError(f"rule.output_energy={cfg.output_energy!r} is not one of "
-                              f"{list(OUTPUT_ENERGIES)}")
+        if cfg.output_energy not in OUTPUT_ENERGIES or cfg.pc not in VARIANTS:
+            raise ConfigError(f"rule.output_energy={cfg.output_energy!r} / rule.pc={cfg.pc!r}: "
+                              f"allowed {list(OUTPUT_ENERGIES)} / {list(VARIANTS)}")
         if cfg.inference_steps < 0 or cfg.inference_rate <= 0:
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")
         self.stages = stages(net)
+        hidden = len(self.stages) - 1
+        if cfg.pc == "fixed_prediction" and cfg.inference_steps < hidden:
+            raise ConfigError(
+                f"rule.pc=fixed_prediction with rule.inference_steps={cfg.inference_steps}: the "
+                f"error moves one stage per step, so the lowest of the {hidden} hidden stages "
+                f"would get none; use rule.inference_steps >= {hidden}")
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        index = {id(p): i for i, p in enumerate(self.params)}
+        self.stage_index = [(name, [index[id(p)] for p in ps])
+                            for name, ps in stage_parameters(net)]
         self.epoch = 0
         self.rows: list[dict] = []
+        self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self._sums = torch.zeros(2, len(self.stages), dtype=torch.float64)
         self._seen = 0
 
@@ -136,6 +174,13 @@ class PC(BP):
             xs.append(x)
         return xs, self.stages[-1][1](x)
 
+    def output_energy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Energy of the clamped label at the output, summed over the batch."""
+        if self.cfg.output_energy == "ce":
+            return F.cross_entropy(logits, labels, reduction="sum")
+        target = F.one_hot(labels, logits.shape[1]).to(logits)
+        return 0.5 * (target - logits).pow(2).sum()
+
     def energies(self, x0: torch.Tensor, xs: list[torch.Tensor],
                  labels: torch.Tensor) -> list[torch.Tensor]:
         """Energy of each stage, summed over the batch: 1/2 squared prediction error for hidden
@@ -143,12 +188,7 @@ class PC(BP):
         out = []
         for (_, f), below, x in zip(self.stages[:-1], [x0, *xs[:-1]], xs):
             out.append(0.5 * (x - f(below)).pow(2).sum())
-        logits = self.stages[-1][1](xs[-1])
-        if self.cfg.output_energy == "ce":
-            out.append(F.cross_entropy(logits, labels, reduction="sum"))
-        else:
-            target = F.one_hot(labels, logits.shape[1]).to(logits)
-            out.append(0.5 * (target - logits).pow(2).sum())
+        out.append(self.output_energy(self.stages[-1][1](xs[-1]), labels))
         return out
 
     def infer(self, x0: torch.Tensor, labels: torch.Tensor, steps: int
@@ -172,19 +212,60 @@ class PC(BP):
                 trace.append(torch.stack(self.energies(x0, xs, labels)).tolist())
         return [x.detach() for x in xs], logits, trace
 
-    def weight_gradients(self, x0: torch.Tensor, xs: list[torch.Tensor],
-                         labels: torch.Tensor) -> None:
-        """Set every parameter's ``.grad`` to dF/dW at the value nodes ``xs`` (batch mean): each
-        stage sees its input as a constant, so only its own error reaches its weights."""
-        self.opt.zero_grad(set_to_none=True)
-        with frozen_bn_stats(self.net):
-            energy = torch.stack(self.energies(x0, xs, labels)).sum() / len(labels)
-        energy.backward()
+    def fixed_prediction(self, x0: torch.Tensor, labels: torch.Tensor, steps: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[list[float]]]:
+        """Errors under fixed predictions: predictions mu_l and their Jacobians J_l stay at the
+        feed-forward pass (the one pass, which updates BatchNorm statistics) while
+        eps_l <- eps_l + rate * (J_{l+1}^T eps_{l+1} - eps_l), the top hidden error driven by
+        -dE_out/dx. Returns the objective whose parameter gradients are the updates,
+        sum_l <mu_l, -eps_l> + E_out (batch mean), the class scores and the energies per step."""
+        ins, mus = [x0], []
+        for _, f in self.stages[:-1]:
+            mus.append(f(ins[-1]))
+            ins.append(mus[-1].detach().requires_grad_(True))
+        logits = self.stages[-1][1](ins[-1])
+        e_out = self.output_energy(logits, labels)
+        top = -torch.autograd.grad(e_out, ins[-1], retain_graph=True)[0]
+        eps = [torch.zeros_like(m) for m in mus]
+
+        def energies() -> list[float]:
+            return [0.5 * float(e.pow(2).sum()) for e in eps] + [float(e_out.detach())]
+
+        trace = [energies()]
+        for _ in range(steps):
+            drive = [torch.autograd.grad(mu, x, e, retain_graph=True)[0]
+                     for mu, x, e in zip(mus[1:], ins[1:-1], eps[1:])] + [top]
+            eps = [e + self.cfg.inference_rate * (d - e) for e, d in zip(eps, drive)]
+            trace.append(energies())
+        objective = sum((mu * -e).sum() for mu, e in zip(mus, eps)) + e_out
+        return objective / len(labels), logits.detach(), trace
+
+    def gradients(self, x0: torch.Tensor, labels: torch.Tensor, steps: int
+                  ) -> tuple[list[torch.Tensor], torch.Tensor, list[list[float]]]:
+        """PC's update of every parameter (dF/dW, batch mean; ``self.params`` order) after
+        ``steps`` of inference, the feed-forward class scores and the per-stage energies."""
+        if self.cfg.pc == "fixed_prediction":
+            objective, logits, trace = self.fixed_prediction(x0, labels, steps)
+        else:  # each stage sees its input as a constant: only its own error reaches its weights
+            xs, logits, trace = self.infer(x0, labels, steps)
+            with frozen_bn_stats(self.net):
+                objective = torch.stack(self.energies(x0, xs, labels)).sum() / len(labels)
+        return self._grads(objective), logits, trace
+
+    def _grads(self, objective: torch.Tensor) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(objective, self.params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        if self.probe is None:  # the first batch, before any update, is the fixed probe
+            self.probe = images[:PROBE_SIZE].clone(), labels[:PROBE_SIZE].clone()
+            self.rows += [{"epoch": 0, "layer": name, **d}
+                          for name, d in self.diagnostics().items()]
         x0 = self.net.encoder(images)
-        xs, logits, trace = self.infer(x0, labels, self.cfg.inference_steps)
-        self.weight_gradients(x0, xs, labels)
+        grads, logits, trace = self.gradients(x0, labels, self.cfg.inference_steps)
+        self.opt.zero_grad(set_to_none=True)
+        for p, g in zip(self.params, grads):
+            p.grad = g
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
         self.opt.step()
@@ -193,24 +274,48 @@ class PC(BP):
         loss = float(F.cross_entropy(logits, labels, reduction="sum"))
         return loss, int((logits.argmax(1) == labels).sum())
 
+    def diagnostics(self) -> dict[str, dict[str, float]]:
+        """On the probe batch, as training sees it (batch statistics, nothing updated): per
+        stage, the cosine and norm ratio of PC's update to BP's gradient of the output energy
+        (batch mean), and the probe's energy per image before and after inference."""
+        images, labels = self.probe
+        with training_mode_probe(self.net):
+            bp = self._grads(self.output_energy(self.net(images), labels) / len(labels))
+        with training_mode_probe(self.net):
+            pc, _, trace = self.gradients(self.net.encoder(images), labels,
+                                          self.cfg.inference_steps)
+        out = {}
+        for (name, idx), before, after in zip(self.stage_index, trace[0], trace[-1]):
+            cos, ratio = cosine_and_ratio([pc[i] for i in idx], [bp[i] for i in idx])
+            out[name] = {"cosine_bp": cos, "norm_ratio_bp": ratio,
+                         "probe_energy_start": before / len(labels),
+                         "probe_energy_end": after / len(labels)}
+        return out
+
     def end_epoch(self) -> None:
         super().end_epoch()
         self.epoch += 1
         mean = (self._sums / max(self._seen, 1)).tolist()
+        diag = self.diagnostics() if self.probe is not None else {}
         for i, (name, _) in enumerate(self.stages):
             self.rows.append({"epoch": self.epoch, "layer": name,
-                              "energy_start": mean[0][i], "energy_end": mean[1][i]})
+                              "energy_start": mean[0][i], "energy_end": mean[1][i],
+                              **diag.get(name, {})})
         self._sums.zero_()
         self._seen = 0
 
     def log_rows(self) -> list[dict]:
-        """Per epoch and stage: mean energy per image after the feed-forward initialisation
-        (only the output's is non-zero) and after inference."""
+        """Per epoch (0 = before the first update) and stage: mean training energy per image
+        after the feed-forward initialisation (only the output's is non-zero) and after
+        inference; on the fixed probe batch, the cosine and norm ratio of PC's update to BP's
+        gradient and the energy per image before and after inference."""
         return list(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows)}
+        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows),
+                "probe": self.probe}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.epoch, self.rows = state["epoch"], list(state["rows"])
+        self.probe = state.get("probe")
