@@ -3,6 +3,7 @@ sign-concordant feedback equal to BP when magnitudes match, and W-B alignment du
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import nn
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
+from snnrsa.rules.base import frozen_bn_stats
 from snnrsa.rules.fa import FA
 
 from conftest import typed_cfg
@@ -171,3 +173,102 @@ def test_published_default_and_bad_values() -> None:
                      ("rule.feedback_init=orthogonal", "rule.feedback_init")):
         with pytest.raises(ConfigError, match=key):
             fa_net([bad])
+
+
+@pytest.mark.parametrize("neuron", [["neuron=rate"], ["neuron=snntorch_lif", "neuron.time_steps=3"]])
+@pytest.mark.parametrize("which", ["all", "conv"])
+def test_direct_feedback_sends_the_output_error_through_b(neuron: list[str], which: str) -> None:
+    """DFA (Nøkland 2016) by hand: every chosen block's output receives e @ B_l, with e the
+    output error and B_l its own fixed matrix; the block's weights get the local gradient of
+    that signal; layers not chosen and the head get BP's gradient."""
+    net, rule = fa_net([f"rule.layers={which}", "rule.feedback=direct", *neuron])
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    bb = net.backbone
+    for name, layer in {**{f"conv{i + 1}": b for i, b in enumerate(bb.blocks)},
+                        "fc1": bb.fcs[0], "head": bb.head}.items():
+        layer.register_forward_hook(
+            lambda _m, i, out, name=name: seen.__setitem__(name, (i[0], out)), prepend=True)
+    net.train()
+    x, y = batch(8)
+    logits = net(x)
+    F.cross_entropy(logits, y).backward()
+    grads = param_grads(net)
+    head_in, head_out = seen["head"]
+    head_out = head_out.unflatten(0, (-1, 8))  # the head runs on [T * B] frames
+    e = torch.autograd.grad(F.cross_entropy(net.readout(head_out), y), head_out)[0]
+    if neuron == ["neuron=rate"]:  # the output error of the mean cross-entropy
+        torch.testing.assert_close(e[0], (logits.softmax(1) - F.one_hot(y, 10)) / 8)
+    torch.testing.assert_close(grads["backbone.head.weight"],
+                               e.flatten(0, 1).T @ head_in.detach())
+    chosen = ["conv1", "conv2", "fc1"] if which == "all" else ["conv1", "conv2"]
+    assert sorted(rule.direct_feedback) == chosen
+    rule.set_exact(True)
+    with frozen_bn_stats(net):
+        bp = dict(zip([n for n, _ in net.named_parameters()],
+                      torch.autograd.grad(F.cross_entropy(net(x), y), list(net.parameters()))))
+    prefix = {"conv1": "backbone.blocks.0.", "conv2": "backbone.blocks.1.",
+              "fc1": "backbone.fcs.0."}
+    for name, pre in prefix.items():
+        layer = dict(net.named_modules())[pre[:-1]]
+        names = [n for n in grads if n.startswith(pre)]
+        if name not in chosen:  # backprop from the head
+            for n in names:
+                torch.testing.assert_close(grads[n], bp[n], rtol=1e-5, atol=1e-7)
+            continue
+        rule.set_exact(False)
+        b = rule.direct_feedback[name]
+        assert b.shape == (10, seen[name][1][0, 0].numel())
+        delta = (e.flatten(0, 1) @ b).view_as(seen[name][1])
+        with frozen_bn_stats(net):  # the block's own backward from its input, by autograd
+            out = layer(seen[name][0].detach(), **({"static": name == "conv1"}
+                                                   if name.startswith("conv") else {}))
+            hand = torch.autograd.grad(out, [p for _, p in layer.named_parameters()], delta)
+        for n, h in zip(names, hand):
+            torch.testing.assert_close(grads[n], h, rtol=1e-4, atol=1e-7)
+        w = pre + ("conv.weight" if name.startswith("conv") else "linear.weight")
+        assert not torch.allclose(grads[w], bp[w], rtol=1e-2, atol=1e-5), name
+
+
+def test_direct_feedback_is_fixed_resumes_and_logs_signal_angles() -> None:
+    net, rule = fa_net(["rule.layers=all", "rule.feedback=direct", "rule.lr=0.05"])
+    net.train()
+    for seed in range(3):
+        rule.train_batch(*batch(16, seed))
+    rule.end_epoch()
+    b = {n: t.clone() for n, t in rule.direct_feedback.items()}
+    rule.train_batch(*batch(16, 5))
+    assert all(torch.equal(rule.direct_feedback[n], t) for n, t in b.items())
+    rows = pd.DataFrame(rule.log_rows())
+    assert list(rows.layer) == ["conv1", "conv2", "fc1"] * 2
+    assert "angle_w_b" not in rows and rows.angle_signal.between(0, 180).all()
+    _, fresh = fa_net(["rule.layers=all", "rule.feedback=direct", "rule.feedback_seed=9"])
+    fresh.load_state_dict(rule.state_dict())
+    assert all(torch.equal(fresh.direct_feedback[n], t) for n, t in b.items())
+
+
+def test_signal_angles_use_batch_statistics_and_skip_unused_b() -> None:
+    """The probe measures what training computes: BatchNorm on the probe's batch statistics
+    (running statistics untouched), and no W-B angle for conv1, whose B never carries an error."""
+    net, rule = fa_net([])
+    net.train()
+    x, y = batch(16)
+    rule.probe = x, y
+    bns = [b.bn for b in net.backbone.blocks]
+    for bn in bns:  # running statistics far from the probe's: eval-mode angles would differ
+        bn.running_mean.fill_(5.0)
+    before = [bn.running_mean.clone() for bn in bns]
+    fa_sig, carries = rule.error_signals(exact=False)
+    assert carries == {"conv1": False, "conv2": True}
+    assert all(torch.equal(bn.running_mean, m) for bn, m in zip(bns, before))
+    assert net.training and all(bn.training for bn in bns)
+    out = {}
+    hook = net.backbone.blocks[1].conv.register_forward_hook(
+        lambda _m, _i, o: out.__setitem__("conv2", o))
+    with frozen_bn_stats(net), torch.random.fork_rng():
+        torch.manual_seed(0)
+        loss = F.cross_entropy(net(x), y)
+    hook.remove()
+    torch.testing.assert_close(fa_sig["conv2"], torch.autograd.grad(loss, out["conv2"])[0])
+    rule._log()
+    rows = {r["layer"]: r for r in rule.log_rows()}
+    assert "angle_w_b" not in rows["conv1"] and 0 < rows["conv2"]["angle_w_b"] < 180

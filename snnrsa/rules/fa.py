@@ -1,14 +1,22 @@
-"""Feedback alignment (Lillicrap et al. 2016) and its sign-concordant variants on the shared backbone.
+"""Feedback alignment (Lillicrap et al. 2016), its sign-concordant variants and direct feedback
+alignment (Nøkland 2016) on the shared backbone.
 
-Chosen conv/linear layers keep their forward pass; their backward pass returns the exact local
+FA: chosen conv/linear layers keep their forward pass; their backward pass returns the exact local
 weight gradient (error x presynaptic input) but sends the error downstream through a fixed random
 feedback tensor B instead of W^T. Everything else is BP's training loop (optimiser, schedule,
 clip), and because only the layers' backward changes, it works unchanged through surrogate-gradient
 BPTT when neurons spike. The study's FA (conv layers only, xavier_normal B, SGD 5e-4) is the default.
 
-Per epoch the rule logs, for each FA layer, the angle between W and its effective feedback and the
-angle between the error signal FA delivers to the layer's output and the one BP would deliver, both
-on a fixed probe batch (``log_rows``).
+DFA (``rule.feedback=direct``): the output error e = dL/d(head output) reaches every chosen block
+(conv block output after pooling; FC layer output) through its own fixed random matrix B_l
+(classes x units) in place of the error back-propagated from above; inside the block the local
+backward (pool, neuron, BatchNorm, conv) turns B_l e into the weight update. Layers not chosen
+(``layers=conv``: FC layers) and the head learn by backprop.
+
+Per epoch the rule logs, on a fixed probe batch with BatchNorm on batch statistics as in training,
+the angle between the error signal each chosen layer receives and the one BP would deliver, and,
+for FA layers whose B carries an error downstream (not the first layer, whose input is the image),
+the angle between W and its effective feedback (``log_rows``).
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from torch import nn
 
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
-from snnrsa.rules.bp import BP
+from snnrsa.rules.base import check_choices, training_mode_probe
+from snnrsa.rules.bp import BP, OPTIMIZERS, SCHEDULES
 
-FEEDBACK_KINDS = ("fa", "sign_symmetric", "random_magnitude_sign_of_w")
+FEEDBACK_KINDS = ("fa", "sign_symmetric", "random_magnitude_sign_of_w", "direct")
+LAYER_SETS = ("conv", "all")
 FEEDBACK_INITS = {
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
@@ -39,8 +49,9 @@ PROBE_SIZE = 64
 class FAConfig:
     name: str = "fa"
     layers: str = "conv"  # conv (the study: FC layers and head use true backprop) | all
-    feedback: str = "fa"  # fa | sign_symmetric | random_magnitude_sign_of_w
-    feedback_init: str = "xavier_normal"  # xavier_normal (the study) | xavier_uniform | kaiming_normal
+    feedback: str = "fa"  # fa | sign_symmetric | random_magnitude_sign_of_w | direct (DFA)
+    feedback_init: str = "xavier_normal"  # xavier_normal (the study) | xavier_uniform |
+    # kaiming_normal | backbone (the B that backbone.init=study_fa drew, as the study's FA_CNN)
     feedback_seed: int = 0  # conf/rule/fa.yaml sets ${seed}; B draws from its own stream of it
     optimizer: str = "sgd"  # adam | sgd
     lr: float = 5e-4
@@ -164,6 +175,37 @@ def install_feedback(layer: nn.Module, fixed: torch.Tensor, kind: str) -> None:
     layer.exact = False
 
 
+class _OutputError(torch.autograd.Function):
+    """Identity; its backward records the output error e = dL/d(head output) for DFA."""
+
+    @staticmethod
+    def forward(ctx, x, store):
+        ctx.store = store
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.store["error"] = grad
+        return grad, None
+
+
+class _DirectFeedback(torch.autograd.Function):
+    """Identity; its backward replaces the error arriving from above with e @ B (DFA). Autograd
+    reaches it only after the head, whose output it feeds, so e is recorded by then."""
+
+    @staticmethod
+    def forward(ctx, x, feedback, store):
+        ctx.save_for_backward(feedback)
+        ctx.store = store
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (feedback,) = ctx.saved_tensors
+        error = ctx.store["error"].reshape(-1, feedback.shape[0])  # [T * B, K]
+        return (error @ feedback).view_as(grad), None, None
+
+
 def fa_layers(net: Network, which: str) -> dict[str, nn.Module]:
     """The layers that use FA, by read-out name: conv1..N, and with ``all`` also fc1..M, head."""
     bb = net.backbone
@@ -172,7 +214,19 @@ def fa_layers(net: Network, which: str) -> dict[str, nn.Module]:
         layers.update({f"fc{i + 1}": fc.linear for i, fc in enumerate(bb.fcs)})
         layers["head"] = bb.head
     elif which != "conv":
-        raise ConfigError(f"rule.layers={which!r} is not one of ['conv', 'all']")
+        raise ConfigError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
+    return layers
+
+
+def direct_layers(net: Network, which: str) -> dict[str, nn.Module]:
+    """The blocks that receive the output error directly (DFA), by read-out name: conv1..N, and
+    with ``all`` also fc1..M (the head's error is the output error itself)."""
+    bb = net.backbone
+    layers: dict[str, nn.Module] = {f"conv{i + 1}": b for i, b in enumerate(bb.blocks)}
+    if which == "all":
+        layers.update({f"fc{i + 1}": fc for i, fc in enumerate(bb.fcs)})
+    elif which != "conv":
+        raise ConfigError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
     return layers
 
 
@@ -186,30 +240,93 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class FA(BP):
-    """BP's training loop on a network whose chosen layers propagate errors through fixed B."""
+    """BP's training loop on a network whose chosen layers get their error through fixed B:
+    from the layer above (FA and sign-concordant kinds) or from the output (DFA)."""
 
     schema = FAConfig
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        check_choices(cfg.rule, {"layers": LAYER_SETS, "feedback": FEEDBACK_KINDS,
+                                 "feedback_init": (*FEEDBACK_INITS, "backbone"),
+                                 "optimizer": OPTIMIZERS, "schedule": SCHEDULES})
+        if cfg.rule.feedback_init == "backbone" and (
+                cfg.backbone.init != "study_fa" or cfg.rule.feedback == "direct"):
+            raise ConfigError(
+                f"rule.feedback_init=backbone with backbone.init={cfg.backbone.init} and "
+                f"rule.feedback={cfg.rule.feedback}: only backbone.init=study_fa draws B (the "
+                "study's FA_CNN order), and only for layer-wise feedback (not direct)")
+        if cfg.rule.feedback == "direct" and cfg.backbone.time_checkpoint > 0:
+            raise ConfigError("rule.feedback=direct with backbone.time_checkpoint > 0: the "
+                              "chunked blocks bypass the hooks that deliver the output error; "
+                              "set backbone.time_checkpoint=0")
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         if cfg.feedback not in FEEDBACK_KINDS:
             raise ConfigError(f"rule.feedback={cfg.feedback!r} is not one of "
                               f"{list(FEEDBACK_KINDS)}")
-        if cfg.feedback_init not in FEEDBACK_INITS:
+        if cfg.feedback_init not in (*FEEDBACK_INITS, "backbone"):
             raise ConfigError(f"rule.feedback_init={cfg.feedback_init!r} is not one of "
-                              f"{list(FEEDBACK_INITS)}")
-        self.layers = fa_layers(net, cfg.layers)
+                              f"{[*FEEDBACK_INITS, 'backbone']}")
+        self.direct = cfg.feedback == "direct"
         # B's own stream: seeded from the run seed through SeedSequence so that it shares no random
         # bits with the weight init (which the global generator drew from the same seed).
         seed = int(np.random.SeedSequence([cfg.feedback_seed, 0xFA]).generate_state(1)[0])
-        gen = torch.Generator().manual_seed(seed)
-        for layer in self.layers.values():
-            fixed = FEEDBACK_INITS[cfg.feedback_init](torch.empty(layer.weight.shape),
-                                                      generator=gen)
-            install_feedback(layer, fixed, cfg.feedback)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.store: dict[str, torch.Tensor] = {}
+        self.direct_on = True
+        if self.direct:
+            self.layers = direct_layers(net, cfg.layers)
+            self.direct_feedback: dict[str, torch.Tensor] = {}
+            for name, layer in self.layers.items():
+                layer.register_forward_hook(
+                    lambda _m, _i, out, name=name: self._inject(name, out))
+            net.backbone.head.register_forward_hook(
+                lambda _m, _i, out: self._record(out))
+        else:
+            self.layers = fa_layers(net, cfg.layers)
+            drawn = getattr(net.backbone, "study_feedback", {})
+            for name, layer in self.layers.items():
+                if cfg.feedback_init == "backbone":
+                    fixed = drawn[name]
+                else:
+                    fixed = FEEDBACK_INITS[cfg.feedback_init](torch.empty(layer.weight.shape),
+                                                              generator=self.gen)
+                install_feedback(layer, fixed, cfg.feedback)
         super().__init__(cfg, net, n_epochs)
         self.epoch = 0
         self.rows: list[dict] = []
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _active(self) -> bool:
+        return self.direct_on and torch.is_grad_enabled()
+
+    def _record(self, out: torch.Tensor) -> torch.Tensor | None:
+        return _OutputError.apply(out, self.store) if self._active() else None
+
+    def _inject(self, name: str, out: torch.Tensor) -> torch.Tensor | None:
+        """DFA's hook on a chosen block: its output's error becomes e @ B_l. B_l (classes x
+        units of one frame) is drawn from B's stream at the first training pass, in layer order."""
+        if not self._active():
+            return None
+        units = math.prod(out.shape[2:])
+        if name not in self.direct_feedback:
+            n_classes = self.net.backbone.head.out_features
+            self.direct_feedback[name] = FEEDBACK_INITS[self.cfg.feedback_init](
+                torch.empty(n_classes, units), generator=self.gen).to(out)
+        fixed = self.direct_feedback[name]
+        if fixed.shape[1] != units:
+            raise RuntimeError(f"rule.feedback=direct: {name} has {units} units per frame but "
+                               f"its B was drawn for {fixed.shape[1]} (train at one image size)")
+        return _DirectFeedback.apply(out, fixed, self.store)
+
+    def set_exact(self, exact: bool) -> None:
+        """True backprop everywhere (the BP reference of the diagnostics) or the rule's feedback."""
+        if self.direct:
+            self.direct_on = not exact
+        else:
+            for layer in self.layers.values():
+                layer.exact = exact
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         if self.probe is None:  # the first batch, before any update, is the fixed probe
@@ -222,56 +339,63 @@ class FA(BP):
         self.epoch += 1
         self._log()
 
-    def error_signals(self, exact: bool) -> dict[str, torch.Tensor]:
-        """dLoss/d(output) of every FA layer on the probe batch, with FA's or with BP's backward.
-        Runs in evaluation mode with a fixed random stream (no BatchNorm statistics move, dropout
-        and stochastic encodings repeat), then restores every module's mode."""
+    def error_signals(self, exact: bool) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
+        """dLoss/d(output) of every chosen layer on the probe batch, with the rule's or with
+        BP's backward, as training computes it (``training_mode_probe``: batch statistics,
+        dropout and stochastic encodings repeated between the two passes, nothing updated); and
+        whether each layer's input carries an error downstream (its B is used)."""
         images, labels = self.probe
         outputs: dict[str, torch.Tensor] = {}
+        carries: dict[str, bool] = {}
+
+        def keep(name: str, inputs: tuple, out: torch.Tensor) -> None:
+            outputs[name] = out
+            carries[name] = bool(inputs and torch.is_tensor(inputs[0]) and inputs[0].requires_grad)
+
         hooks = [layer.register_forward_hook(
-                     lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
+                     lambda _m, i, out, name=name: keep(name, i, out), prepend=True)
                  for name, layer in self.layers.items()]
-        modes = {m: m.training for m in self.net.modules()}
-        device = images.device
         try:
-            self.net.eval()
-            for layer in self.layers.values():
-                layer.exact = exact
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(0)
+            self.set_exact(exact)
+            with training_mode_probe(self.net):
                 loss = F.cross_entropy(self.net(images), labels)
-            names = list(self.layers)
-            grads = torch.autograd.grad(loss, [outputs[n] for n in names])
+                names = list(self.layers)
+                grads = torch.autograd.grad(loss, [outputs[n] for n in names])
         finally:
             for h in hooks:
                 h.remove()
-            for layer in self.layers.values():
-                layer.exact = False
-            for m, training in modes.items():
-                m.training = training
-        return dict(zip(names, grads))
+            self.set_exact(False)
+        return dict(zip(names, grads)), carries
 
     def _log(self) -> None:
-        fa_sig, bp_sig = self.error_signals(exact=False), self.error_signals(exact=True)
+        (fa_sig, carries), (bp_sig, _) = self.error_signals(False), self.error_signals(True)
         for name, layer in self.layers.items():
-            self.rows.append({
-                "epoch": self.epoch, "layer": name,
-                "angle_w_b": angle(layer.weight, layer.current_feedback()),
-                "angle_signal": angle(fa_sig[name], bp_sig[name]),
-            })
+            row = {"epoch": self.epoch, "layer": name,
+                   "angle_signal": angle(fa_sig[name], bp_sig[name])}
+            if not self.direct and carries[name]:
+                row["angle_w_b"] = angle(layer.weight, layer.current_feedback())
+            self.rows.append(row)
 
     def log_rows(self) -> list[dict]:
-        """Per epoch (0 = before the first update) and FA layer: the W-B alignment angle and the
-        FA-vs-BP error-signal angle on the probe batch, in degrees."""
+        """Per epoch (0 = before the first update) and chosen layer, on the probe batch: the
+        angle between the error signal the layer receives and BP's, and for FA layers whose B
+        carries an error downstream, the W-B alignment angle; in degrees."""
         return list(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
+        feedback = (self.direct_feedback if self.direct
+                    else {n: layer.feedback for n, layer in self.layers.items()})
         return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows),
-                "probe": self.probe,
-                "feedback": {n: layer.feedback.clone() for n, layer in self.layers.items()}}
+                "probe": self.probe, "feedback": {n: b.clone() for n, b in feedback.items()},
+                "gen": self.gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.epoch, self.rows, self.probe = state["epoch"], list(state["rows"]), state["probe"]
-        for name, layer in self.layers.items():
-            layer.feedback.copy_(state["feedback"][name])
+        if "gen" in state:
+            self.gen.set_state(state["gen"])
+        if self.direct:
+            self.direct_feedback = {n: b.clone() for n, b in state["feedback"].items()}
+        else:
+            for name, layer in self.layers.items():
+                layer.feedback.copy_(state["feedback"][name])
