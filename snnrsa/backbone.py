@@ -227,10 +227,24 @@ class Backbone(nn.Module):
     def __init__(self, cfg: BackboneConfig, neuron: NeuronConfig, n_classes: int):
         super().__init__()
         chans = [cfg.in_channels, *cfg.channels]
-        self.blocks = nn.ModuleList(
-            ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm, neuron)
-            for i in range(len(cfg.channels))
-        )
+        # backbone.init=study_fa / study_stdp: the study's draw order from the global generator
+        # (FA_CNN, STDP_CNN), conv weights only, so a seed gives the study's weights exactly
+        self.study_feedback: dict[str, torch.Tensor] = {}
+        blocks = []
+        for i in range(len(cfg.channels)):
+            if cfg.init == "study_fa":  # FA_CNN draws W itself: no default init draw
+                with torch.random.fork_rng(devices=[]):
+                    block = ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm,
+                                      neuron)
+            else:
+                block = ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm, neuron)
+            if cfg.init in ("study_fa", "study_stdp"):
+                nn.init.kaiming_normal_(block.conv.weight, nonlinearity="relu")
+            if cfg.init == "study_fa":  # FA_CNN's B: randn, then redrawn by xavier_normal
+                fixed = torch.randn(block.conv.weight.shape)
+                self.study_feedback[f"conv{i + 1}"] = nn.init.xavier_normal_(fixed)
+            blocks.append(block)
+        self.blocks = nn.ModuleList(blocks)
         self.pool_to = cfg.pool_to
         units = [cfg.channels[-1] * cfg.pool_to**2, *cfg.fc_units]
         self.fcs = nn.ModuleList(
@@ -248,7 +262,7 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone.time_checkpoint={cfg.time_checkpoint} must be >= 0 "
                              "(0 = off, k = recompute conv blocks k time steps at a time)")
         self.time_checkpoint = int(cfg.time_checkpoint)
-        if cfg.init == "kaiming_normal":
+        if cfg.init == "kaiming_normal":  # every conv and linear layer (not the study's order)
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

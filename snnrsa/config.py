@@ -27,7 +27,10 @@ class BackboneConfig:
     fc_units: list[int] = field(default_factory=lambda: [512])
     dropout: float = 0.0
     pool_to: int = 4  # Conv-map side before FC1; larger maps are adaptive-average-pooled to it
-    init: str = "default"  # default (PyTorch kaiming_uniform a=sqrt(5)) | kaiming_normal
+    # default (PyTorch kaiming_uniform a=sqrt(5)) | study_fa / study_stdp (kaiming_normal on conv
+    # weights only, FC layers at PyTorch's default, drawn in the order of the study's FA_CNN /
+    # STDP_CNN) | kaiming_normal (every conv and linear layer, biases zero)
+    init: str = "default"
     in_channels: int = 3
     # BPTT memory bound: 0 = off (full BPTT, every activation kept for backward); k > 0 = each
     # conv block keeps only its input and runs / recomputes conv, BN, neuron and pool k time steps
@@ -232,7 +235,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "neuron.impl": ("fast", "library"),
     "encoding.name": ("analog", "poisson", "latency"),
     "readout.name": ("rate", "membrane", "spike_count", "probe"),
-    "backbone.init": ("default", "kaiming_normal"),
+    "backbone.init": ("default", "study_fa", "study_stdp", "kaiming_normal"),
     "rsa.layer_pooling": ("gap", "none"),
     "rsa.pairs": ("all", "cross_run"),
     "bn_eval_mode": ("eval", "train"),

@@ -22,9 +22,9 @@ STUDY_RULES = ["untrained", "bp", "fa", "pc_published", "stdp_published"]
 EXPECTED = {
     "untrained": ("default", 0.0, "eval"),
     "bp": ("default", 0.3, "eval"),
-    "fa": ("kaiming_normal", 0.3, "eval"),
+    "fa": ("study_fa", 0.3, "eval"),
     "pc_published": ("default", 0.0, "train"),
-    "stdp_published": ("kaiming_normal", 0.0, "train"),
+    "stdp_published": ("study_stdp", 0.0, "train"),
 }
 
 
@@ -91,7 +91,7 @@ def test_replicate_cichy92_and_encoding_swap_resolve() -> None:
     c = resolve(cfg("experiment=replicate_cichy92", "study_rule=stdp_published"))
     assert c.brain.name == "rdm_file" and c.brain.selection == "cichy92"
     assert set(c.brain.rois) == {"EVC", "IT"} and c.brain.resolution == 224
-    assert c.bn_eval_mode == "eval" and c.backbone.init == "kaiming_normal"
+    assert c.bn_eval_mode == "eval" and c.backbone.init == "study_stdp"
     for name, neuron, enc in (("rate_analog", "rate", "analog"), ("lif_analog", "snntorch_lif",
                               "analog"), ("lif_poisson", "snntorch_lif", "poisson"),
                               ("lif_latency", "snntorch_lif", "latency")):
