@@ -593,6 +593,55 @@ def make_figures(out: Path, scores: pd.DataFrame, traj: pd.DataFrame, dlt: pd.Da
     return written
 
 
+# Rule diagnostics written per epoch to rule_log.csv (PC: update vs BP gradient; FA: angles),
+# the y-axis label of each, and whether it is drawn on a log axis
+RULE_METRICS = {"cosine_bp": ("cosine(PC update, BP gradient)", False),
+                "norm_ratio_bp": ("|PC update| / |BP gradient|", True),
+                "angle_signal": ("error-signal angle to BP (deg)", False),
+                "angle_w_b": ("W-B angle (deg)", False)}
+
+
+def rule_logs(runs: Sequence[Path]) -> pd.DataFrame:
+    """Every run's ``rule_log.csv`` (rows labelled by rule and seed), concatenated."""
+    frames = [pd.read_csv(r / "rule_log.csv") for r in runs if (r / "rule_log.csv").is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def rule_log_figures(out: Path, logs: pd.DataFrame) -> list[str]:
+    """Per rule with diagnostics, one panel per logged metric: the seed mean per layer against
+    epoch (rule_<name>_log.png/pdf)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[str] = []
+    if not len(logs) or "layer" not in logs:
+        return written
+    for rule, g in logs.groupby("rule", sort=False):
+        metrics = [m for m in RULE_METRICS if m in g and g[m].notna().any()]
+        if not metrics:
+            continue
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
+        mean = g.groupby(["layer", "epoch"], sort=False)[metrics].mean().reset_index()
+        for ax, metric in zip(axes[0], metrics):
+            label, log = RULE_METRICS[metric]
+            for layer, gl in mean.groupby("layer", sort=False):
+                if gl[metric].notna().any():
+                    ax.plot(gl.epoch, gl[metric], marker="o", ms=3, label=layer)
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_title(f"{rule}: {label}", fontsize=8)
+        axes[0, -1].legend(fontsize=7)
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            fig.savefig(out / f"rule_{rule}_log.{ext}", dpi=150)
+        plt.close(fig)
+        written += [f"rule_{rule}_log.png", f"rule_{rule}_log.pdf"]
+    return written
+
+
 # ------------------------------------------------------------------------------------------ main
 
 def parse_map(text: str | None) -> dict[str, str] | None:
@@ -629,11 +678,16 @@ def summarize(paths: Sequence[str | Path], out: str | Path | None = None,
     tests.to_csv(out / "tests.csv", index=False)
     if len(ceil):
         ceil.to_csv(out / "noise_ceiling.csv", index=False)
+    logs = rule_logs(runs)
+    if len(logs):
+        logs.to_csv(out / "rule_log.csv", index=False)
     figs = make_figures(out, scores, traj, dlt, ceil, reference) if figures else []
+    if figures:
+        figs += rule_log_figures(out, logs)
     write_report(out, table, traj, dlt, tests, ceil, [f for f in figs if f.endswith(".png")],
                  [str(p) for p in paths], reference)
     return {"table": table, "scores": scores, "trajectories": traj, "deltas": dlt,
-            "tests": tests, "noise_ceiling": ceil}
+            "tests": tests, "noise_ceiling": ceil, "rule_log": logs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from test_main_job import TINY, snnrsa
 
 from snnrsa.config import ConfigError

@@ -196,14 +196,24 @@ def test_summarize_writes_summary_from_csv_and_run_dirs(tmp_path, capsys) -> Non
         d = sweep / f"{rule}_seed{seed}"
         d.mkdir(parents=True)
         g.to_csv(d / "rsa.csv", index=False)
+        if rule == "fa":  # FA's per-epoch angles: conv1's B carries no error (no W-B angle)
+            pd.DataFrame([{"rule": rule, "seed": seed, "epoch": e, "layer": layer,
+                           "angle_signal": 80.0 - 10 * e + seed,
+                           "angle_w_b": None if layer == "conv1" else 89.0 - e}
+                          for e in (0, 1, 2) for layer in ("conv1", "conv2")]
+                         ).to_csv(d / "rule_log.csv", index=False)
     table, runs = load_scores([sweep])
     assert len(runs) == 15 and len(table) == len(t)
     assert main([str(sweep)]) == 0
     out = sweep / "summary"
     for name in ("trajectories.csv", "tests.csv", "deltas.csv", "report.md",
                  "v1_trajectory.png", "v1_trajectory.pdf", "v1_delta.png", "last_epoch_bars.pdf",
-                 "all_rois.png", "v1_vs_loc.png", "seed_variability.png"):
+                 "all_rois.png", "v1_vs_loc.png", "seed_variability.png", "rule_fa_log.png",
+                 "rule_fa_log.pdf"):
         assert (out / name).stat().st_size > 0, name
+    assert not (out / "rule_bp_log.png").exists()  # bp logs no diagnostics
+    logs = pd.read_csv(out / "rule_log.csv")
+    assert len(logs) == 5 * 3 * 2 and logs.angle_w_b.isna().sum() == 15
     traj = pd.read_csv(out / "trajectories.csv")
     assert list(traj.columns) == ["rule", "roi", "convention", "layer", "epoch", "mean", "sd",
                                   "n_seeds"]
