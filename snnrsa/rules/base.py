@@ -11,16 +11,15 @@ from snnrsa.network import Network
 
 
 class Rule(ABC):
-    """A learning rule bound to one network. ``schema`` is the dataclass that validates its config
-    group; ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
+    """A learning rule bound to one network (its config schema: ``snnrsa.schema.RULE_SCHEMAS``);
+    ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
 
-    schema: type
     trains: bool = True
 
     @classmethod
     def check(cls, cfg: Any) -> None:
         """Reject a whole-config combination this rule cannot run (called by
-        ``config.validate`` before any work); ``cfg`` is the typed ``Config``."""
+        ``config.resolve`` before any data is loaded); ``cfg`` is the typed ``Config``."""
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         self.cfg = cfg

@@ -3,7 +3,6 @@ defaults: Adam 1e-3, weight decay 1e-4, cosine schedule stepped per epoch, gradi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,17 +10,6 @@ import torch.nn.functional as F
 
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
-
-
-@dataclass
-class BPConfig:
-    name: str = "bp"
-    optimizer: str = "adam"  # adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"  # cosine (stepped per epoch over the last checkpoint) | constant
-    grad_clip: float = 1.0  # max gradient norm; 0 disables
 
 
 def make_optimizer(cfg: Any, params) -> torch.optim.Optimizer:
@@ -44,8 +32,6 @@ def make_scheduler(cfg: Any, opt: torch.optim.Optimizer, n_epochs: int):
 
 class BP(Rule):
     """Cross-entropy on the read-out, gradients through the surrogate where neurons spike."""
-
-    schema = BPConfig
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,25 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.backbone import Backbone, _fold
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.bp import BP
-
-OUTPUT_ENERGIES = ("ce", "mse")
-
-
-@dataclass
-class PCConfig:
-    name: str = "pc"
-    inference_steps: int = 8
-    inference_rate: float = 0.1
-    output_energy: str = "ce"  # ce (cross-entropy of the label) | mse (one-hot output clamped)
-    optimizer: str = "adam"  # adam | sgd, on -dF/dW
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    grad_clip: float = 1.0
+from snnrsa.schema import ConfigError
 
 
 def require_static_rate(cfg: Any) -> None:
@@ -105,8 +88,6 @@ class PC(BP):
     """Inference on value nodes, then local updates of every stage from its prediction error;
     BP's optimiser, schedule and clipping apply the updates."""
 
-    schema = PCConfig
-
     @classmethod
     def check(cls, cfg: Any) -> None:
         require_static_rate(cfg)
@@ -116,9 +97,6 @@ class PC(BP):
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.output_energy not in OUTPUT_ENERGIES:
-            raise ConfigError(f"rule.output_energy={cfg.output_energy!r} is not one of "
-                              f"{list(OUTPUT_ENERGIES)}")
         if cfg.inference_steps < 0 or cfg.inference_rate <= 0:
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")
