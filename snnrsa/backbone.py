@@ -22,8 +22,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from snnrsa.config import BackboneConfig, NeuronConfig
 from snnrsa.neurons import make_neuron, pooled_spikes
+from snnrsa.schema import BackboneConfig, NeuronConfig
 
 
 def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

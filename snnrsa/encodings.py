@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnrsa.config import EncodingConfig
+from snnrsa.schema import EncodingConfig
 
 
 class Encoder(nn.Module):

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from snnrsa.backbone import Backbone
-from snnrsa.config import Config
 from snnrsa.encodings import Encoder
 from snnrsa.readouts import Readout
+from snnrsa.schema import Config
 
 
 class Network(nn.Module):

@@ -39,7 +39,7 @@ from snntorch import surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
 from snnrsa import _lif_cpu  # noqa: E402
-from snnrsa.config import NeuronConfig  # noqa: E402
+from snnrsa.schema import NeuronConfig  # noqa: E402
 
 NORSE_DT = 1e-3
 NEURON_IMPLS = ("fast", "library")

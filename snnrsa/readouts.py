@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnrsa.config import NeuronConfig, ReadoutConfig
 from snnrsa.neurons import make_neuron
+from snnrsa.schema import NeuronConfig, ReadoutConfig
 
 
 class Readout(nn.Module):

@@ -17,7 +17,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snnrsa.brain import Brain, load_brain
-from snnrsa.config import Config
 from snnrsa.data.images import load_images
 from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.network import Network
@@ -25,6 +24,7 @@ from snnrsa.plots import plot_trajectory
 from snnrsa.rsa import correlation_rdm, spearman
 from snnrsa.rules import Rule, make_rule
 from snnrsa.runtime import keep_freed_memory
+from snnrsa.schema import Config
 from snnrsa.store import (
     run_metadata,
     save_checkpoint,

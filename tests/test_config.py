@@ -56,3 +56,42 @@ def test_unset_data_paths_are_named_together() -> None:
     with pytest.raises(ConfigError) as err:
         typed_cfg(["brain=things"])
     assert "brain.fmri_dir" in str(err.value) and "brain.images_dir" in str(err.value)
+
+
+def _choice_fields() -> list[tuple[str, str, tuple[str, ...]]]:
+    from dataclasses import fields
+
+    from snnrsa.schema import RULE_SCHEMAS
+
+    return [(rule, f.name, f.metadata["choices"]) for rule, schema in RULE_SCHEMAS.items()
+            for f in fields(schema) if "choices" in f.metadata]
+
+
+@pytest.mark.parametrize(("rule", "key", "allowed"), _choice_fields())
+def test_rule_option_typo_names_the_key_and_the_allowed_values(rule: str, key: str,
+                                                               allowed: tuple[str, ...]) -> None:
+    """Every rule option with fixed values is checked at composition (before any data loads):
+    the error names the key, the bad value and every allowed value."""
+    with pytest.raises(ConfigError) as err:
+        typed_cfg([f"rule={rule}", f"rule.{key}=typo"])
+    msg = str(err.value)
+    assert f"rule.{key}='typo'" in msg
+    assert all(repr(value) in msg for value in allowed)
+
+
+def test_misspelt_rule_key_lists_the_rules_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        typed_cfg(["rule=fa", "+rule.feedbak=fa"])
+    assert "rule.feedbak" in str(err.value) and "'feedback'" in str(err.value)
+
+
+def test_schema_is_the_leaf() -> None:
+    """snnrsa.schema imports nothing else of snnrsa, so any module may import it (no circle)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, snnrsa.schema; "
+            "print(sorted(m for m in sys.modules if m.startswith('snnrsa') "
+            "and not m.startswith('snnrsa.schema') and m != 'snnrsa'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -118,15 +118,20 @@ def test_untrained_is_evaluated_at_epoch_zero_only(tmp_path: Path, cache_dir: Pa
     assert probe.n_features.tolist() == [8 * 4, 32]  # conv1 (8 channels) pooled to 2x2; fc1
 
 
-def test_invalid_config_fails_before_work(tmp_path: Path, cache_dir: Path) -> None:
-    env = {**os.environ, "SNNRSA_CACHE": str(cache_dir)}
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["neuron=snntorch_lif", "neuron.time_steps=1"], "neuron.time_steps=1"),
+    (["rule=pc", "rule.output_energy=mes"], "rule.output_energy='mes' is not one of ['ce', 'mse']"),
+])
+def test_invalid_config_fails_before_work(overrides: list[str], named: str, tmp_path: Path) -> None:
+    """Nothing is loaded or generated: the data cache stays empty, no run file is written."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SNNRSA_CACHE": str(cache)}
     proc = subprocess.run(
-        [sys.executable, "-m", "snnrsa", "neuron=snntorch_lif", "neuron.time_steps=1",
-         f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300)
+        [sys.executable, "-m", "snnrsa", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "neuron.time_steps=1" in proc.stderr + proc.stdout
-    assert not (tmp_path / "rsa.csv").exists()
+    assert named in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "meta.json").exists() and not cache.exists()
 
 
 @pytest.mark.slow

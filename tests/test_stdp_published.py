@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp_published import ReluBatchNorm2d, STDPPublishedConfig, published_kernel
+from snnrsa.rules.stdp_published import ReluBatchNorm2d, published_kernel
+from snnrsa.schema import STDPPublishedConfig
 
 from conftest import typed_cfg
 

@@ -10,16 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
-
-
-def check_choices(rule: Any, choices: dict[str, tuple[str, ...]]) -> None:
-    """Reject a rule option outside its allowed values at config time, naming key and values."""
-    for key, allowed in choices.items():
-        value = getattr(rule, key)
-        if value not in allowed:
-            raise ConfigError(f"rule.{key}={value!r} is not one of {list(allowed)}")
 
 
 @contextmanager
@@ -57,16 +48,15 @@ def training_mode_probe(net: nn.Module, seed: int = 0) -> Iterator[None]:
 
 
 class Rule(ABC):
-    """A learning rule bound to one network. ``schema`` is the dataclass that validates its config
-    group; ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
+    """A learning rule bound to one network (its config schema: ``snnrsa.schema.RULE_SCHEMAS``);
+    ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
 
-    schema: type
     trains: bool = True
 
     @classmethod
     def check(cls, cfg: Any) -> None:
         """Reject a whole-config combination this rule cannot run (called by
-        ``config.validate`` before any work); ``cfg`` is the typed ``Config``."""
+        ``config.resolve`` before any data is loaded); ``cfg`` is the typed ``Config``."""
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         self.cfg = cfg

@@ -22,7 +22,6 @@ the angle between W and its effective feedback (``log_rows``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,35 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
-from snnrsa.rules.base import check_choices, training_mode_probe
-from snnrsa.rules.bp import BP, OPTIMIZERS, SCHEDULES
+from snnrsa.rules.base import training_mode_probe
+from snnrsa.rules.bp import BP
+from snnrsa.schema import ConfigError, FAConfig, allowed_values
 
-FEEDBACK_KINDS = ("fa", "sign_symmetric", "random_magnitude_sign_of_w", "direct")
-LAYER_SETS = ("conv", "all")
+LAYER_SETS = allowed_values(FAConfig, "layers")
 FEEDBACK_INITS = {
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
     "kaiming_normal": nn.init.kaiming_normal_,
 }
 PROBE_SIZE = 64
-
-
-@dataclass
-class FAConfig:
-    name: str = "fa"
-    layers: str = "conv"  # conv (the study: FC layers and head use true backprop) | all
-    feedback: str = "fa"  # fa | sign_symmetric | random_magnitude_sign_of_w | direct (DFA)
-    feedback_init: str = "xavier_normal"  # xavier_normal (the study) | xavier_uniform |
-    # kaiming_normal | backbone (the B that backbone.init=study_fa drew, as the study's FA_CNN)
-    feedback_seed: int = 0  # conf/rule/fa.yaml sets ${seed}; B draws from its own stream of it
-    optimizer: str = "sgd"  # adam | sgd
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    grad_clip: float = 1.0
 
 
 class _FAConv2dFn(torch.autograd.Function):
@@ -126,7 +108,8 @@ def effective_feedback(kind: str, weight: torch.Tensor, fixed: torch.Tensor) -> 
         return torch.sign(w) * w.pow(2).mean().sqrt()
     if kind == "random_magnitude_sign_of_w":
         return torch.sign(w) * fixed.abs()
-    raise ValueError(f"rule.feedback={kind!r} is not one of {list(FEEDBACK_KINDS)}")
+    allowed = allowed_values(FAConfig, "feedback")
+    raise ValueError(f"rule.feedback={kind!r} is not one of {list(allowed)}")
 
 
 class _FAMixin:
@@ -214,7 +197,7 @@ def fa_layers(net: Network, which: str) -> dict[str, nn.Module]:
         layers.update({f"fc{i + 1}": fc.linear for i, fc in enumerate(bb.fcs)})
         layers["head"] = bb.head
     elif which != "conv":
-        raise ConfigError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
+        raise ValueError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
     return layers
 
 
@@ -226,7 +209,7 @@ def direct_layers(net: Network, which: str) -> dict[str, nn.Module]:
     if which == "all":
         layers.update({f"fc{i + 1}": fc for i, fc in enumerate(bb.fcs)})
     elif which != "conv":
-        raise ConfigError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
+        raise ValueError(f"rule.layers={which!r} is not one of {list(LAYER_SETS)}")
     return layers
 
 
@@ -243,13 +226,8 @@ class FA(BP):
     """BP's training loop on a network whose chosen layers get their error through fixed B:
     from the layer above (FA and sign-concordant kinds) or from the output (DFA)."""
 
-    schema = FAConfig
-
     @classmethod
     def check(cls, cfg: Any) -> None:
-        check_choices(cfg.rule, {"layers": LAYER_SETS, "feedback": FEEDBACK_KINDS,
-                                 "feedback_init": (*FEEDBACK_INITS, "backbone"),
-                                 "optimizer": OPTIMIZERS, "schedule": SCHEDULES})
         if cfg.rule.feedback_init == "backbone" and (
                 cfg.backbone.init != "study_fa" or cfg.rule.feedback == "direct"):
             raise ConfigError(
@@ -262,12 +240,6 @@ class FA(BP):
                               "set backbone.time_checkpoint=0")
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
-        if cfg.feedback not in FEEDBACK_KINDS:
-            raise ConfigError(f"rule.feedback={cfg.feedback!r} is not one of "
-                              f"{list(FEEDBACK_KINDS)}")
-        if cfg.feedback_init not in (*FEEDBACK_INITS, "backbone"):
-            raise ConfigError(f"rule.feedback_init={cfg.feedback_init!r} is not one of "
-                              f"{[*FEEDBACK_INITS, 'backbone']}")
         self.direct = cfg.feedback == "direct"
         # B's own stream: seeded from the run seed through SeedSequence so that it shares no random
         # bits with the weight init (which the global generator drew from the same seed).

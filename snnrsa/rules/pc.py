@@ -36,7 +36,6 @@ to a fixed point, which a spike train does not have (``require_static_rate``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,30 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.backbone import Backbone, _fold
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
-from snnrsa.rules.base import check_choices, frozen_bn_stats, training_mode_probe
-from snnrsa.rules.bp import BP, OPTIMIZERS, SCHEDULES
+from snnrsa.rules.base import frozen_bn_stats, training_mode_probe
+from snnrsa.rules.bp import BP
+from snnrsa.schema import ConfigError
 
-OUTPUT_ENERGIES = ("ce", "mse")
-VARIANTS = ("energy", "fixed_prediction")
 PROBE_SIZE = 64
-__all__ = ["PC", "PCConfig", "frozen_bn_stats", "stages", "stage_parameters"]
-
-
-@dataclass
-class PCConfig:
-    name: str = "pc"
-    pc: str = "energy"  # energy (canonical) | fixed_prediction (exact: BP's gradients at rate 1)
-    inference_steps: int = 8
-    inference_rate: float = 0.1
-    output_energy: str = "ce"  # ce (cross-entropy of the label) | mse (one-hot output clamped)
-    optimizer: str = "adamw"  # adamw (decoupled decay) | adam (coupled L2) | sgd, on -dF/dW
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    grad_clip: float = 1.0
+__all__ = ["PC", "frozen_bn_stats", "stage_parameters", "stages"]
 
 
 def require_static_rate(cfg: Any) -> None:
@@ -130,12 +112,8 @@ class PC(BP):
     """Inference on value nodes (or on errors under fixed predictions), then local updates of
     every stage from its prediction error; BP's optimiser, schedule and clipping apply them."""
 
-    schema = PCConfig
-
     @classmethod
     def check(cls, cfg: Any) -> None:
-        check_choices(cfg.rule, {"pc": VARIANTS, "output_energy": OUTPUT_ENERGIES,
-                                 "optimizer": OPTIMIZERS, "schedule": SCHEDULES})
         require_static_rate(cfg)
         if cfg.backbone.dropout > 0:
             raise ConfigError("rule=pc with backbone.dropout > 0: a dropout mask would change the "
@@ -143,9 +121,6 @@ class PC(BP):
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.output_energy not in OUTPUT_ENERGIES or cfg.pc not in VARIANTS:
-            raise ConfigError(f"rule.output_energy={cfg.output_energy!r} / rule.pc={cfg.pc!r}: "
-                              f"allowed {list(OUTPUT_ENERGIES)} / {list(VARIANTS)}")
         if cfg.inference_steps < 0 or cfg.inference_rate <= 0:
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")

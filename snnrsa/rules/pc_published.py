@@ -20,7 +20,6 @@ those BatchNorm layers update their running statistics twice per batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -29,21 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.backbone import FCLayer, _fold
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.pc import require_static_rate, to_vector
-
-
-@dataclass
-class PCPublishedConfig:
-    name: str = "pc_published"
-    inference_steps: int = 10
-    inference_rate: float = 0.02
-    lr: float = 1e-4  # rate of the W_1..W_{N-1} update
-    error_clamp: float = 0.5  # |r - r_bottom_up| is clamped to this before averaging
-    update_clamp: float = 0.01  # each entry of the outer product is clamped to this
-    fc_lr: float = 1e-3  # Adam on FC layers and head
+from snnrsa.schema import ConfigError
 
 
 def _fc(fc: FCLayer, x: torch.Tensor) -> torch.Tensor:
@@ -53,8 +41,6 @@ def _fc(fc: FCLayer, x: torch.Tensor) -> torch.Tensor:
 
 class PCPublished(Rule):
     """Top-down ConvTranspose predictions, rank-1 spatially uniform conv updates, FC by Adam."""
-
-    schema = PCPublishedConfig
 
     @classmethod
     def check(cls, cfg: Any) -> None:

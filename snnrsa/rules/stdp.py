@@ -24,7 +24,7 @@ batched rule against a per-image reference.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,48 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
-
-
-@dataclass
-class STDPConfig:
-    name: str = "stdp"
-    # Firing threshold per conv layer, as a fraction of the layer's fan-in (C_in * k * k); a layer
-    # without an entry uses the last one.
-    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
-    # adaptive: the first batch a layer sees (again when its training starts) sets its threshold
-    # to this quantile of its units' peak potentials; fixed: ``thresholds`` as given
-    threshold_mode: str = "adaptive"
-    threshold_quantiles: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.1])
-    beta: float = 1.0  # membrane decay per step: 1 is integrate-and-fire (the recipe), < 1 leaky
-    one_spike: bool = True  # at most one spike per neuron per image (time-to-first-spike code)
-    pointwise_inhibition: bool = True  # per position, only the earliest feature fires
-    k_winners: list[int] = field(default_factory=lambda: [5, 8, 8])  # per layer, per image
-    inhibition_radius: list[int] = field(default_factory=lambda: [2, 1, 1])  # k-WTA, in pixels
-    a_plus: float = 0.004
-    a_minus: float = 0.003
-    a_plus_max: float = 0.15  # the ramp stops here; a_minus keeps its ratio to a_plus
-    ramp_every: int = 500  # training images of a layer between learning-rate doublings
-    ramp_factor: float = 2.0
-    reduce: str = "sum"  # sum | mean: a feature's updates over the images of a batch it won in
-    layer_images: list[int] = field(default_factory=lambda: [4000, 4000, 4000])  # greedy schedule
-    convergence_stop: float = 0.0  # move to the next layer once C = mean(w(1-w)) < this; 0: off
-    init_mean: float = 0.8
-    init_std: float = 0.05
-    dog: bool = True  # on/off difference-of-Gaussians front end (conv1 then has 2 input channels)
-    dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])  # centre, surround
-    dog_size: int = 7
-    # Homeostatic per-feature thresholds (Diehl & Cook 2015, adapted to k-WTA): 0 is off. Each
-    # feature c of the layer in training has an offset o_c, threshold_c = threshold * (1 + o_c),
-    # applied as the gain 1 / (1 + o_c) on its drive (FirstSpikeNeuron.gain);
-    # after every batch o_c += homeostasis_rate * (C * wins_c / wins - 1), clamped to
-    # [-homeostasis_max, homeostasis_max]: features above their fair share of the batch's wins get
-    # harder to fire, features below it (never winning ones most) easier. Offsets change only while
-    # their layer trains and are kept (frozen) afterwards, for the layers above and for evaluation.
-    homeostasis_rate: float = 0.01
-    homeostasis_max: float = 0.5
+from snnrsa.schema import ConfigError, STDPConfig
 
 
 def _per_layer(values: list, i: int) -> Any:
@@ -691,24 +652,14 @@ def require_spike_input(cfg: Any) -> None:
         )
 
 
-def require_choices(rule: Any, choices: dict[str, tuple[str, ...]]) -> None:
-    """Each ``rule.<key>`` must be one of its allowed values."""
-    for key, allowed in choices.items():
-        if getattr(rule, key) not in allowed:
-            raise ConfigError(f"rule.{key}={getattr(rule, key)!r} is not one of {list(allowed)}")
-
-
 class STDP(Rule):
     """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
-
-    schema = STDPConfig
 
     @classmethod
     def check(cls, cfg: Any) -> None:
         """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
         rule = cfg.rule
         require_spike_input(cfg)
-        require_choices(rule, {"reduce": ("sum", "mean"), "threshold_mode": ("fixed", "adaptive")})
         if any(not 0 < q < 1 for q in rule.threshold_quantiles):
             raise ConfigError(f"rule.threshold_quantiles={rule.threshold_quantiles} must lie in (0, 1)")
         if rule.pointwise_inhibition and not rule.one_spike:

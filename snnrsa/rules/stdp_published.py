@@ -13,32 +13,15 @@ backprop (Adam) on a second forward pass after the STDP step, as in the study's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
-
-
-@dataclass
-class STDPPublishedConfig:
-    name: str = "stdp_published"
-    sign: str = "as_coded"  # as_coded (depresses causal pairs) | as_printed
-    a_plus: float = 0.003
-    a_minus: float = 0.003
-    tau_plus: float = 20.0  # in steps
-    tau_minus: float = 20.0
-    steps: int = 10  # Poisson steps per update
-    clip: float = 0.002  # |dW| bound before the learning rate
-    stdp_lr: float = 5e-4
-    w_max: float = 1.0  # conv weights are clamped to [-w_max, w_max]
-    lr: float = 1e-3  # Adam on FC layers, head and BN affine parameters
-    relu_before_bn: bool = True  # the study's STDP blocks: conv -> ReLU -> BN -> ReLU -> pool
+from snnrsa.schema import ConfigError
 
 
 class ReluBatchNorm2d(nn.BatchNorm2d):
@@ -71,13 +54,9 @@ def published_kernel(t_pre: torch.Tensor, t_post: torch.Tensor, cfg: Any) -> tor
 class STDPPublished(Rule):
     """The study's approximation; reports the loss and accuracy of the BP-trained head."""
 
-    schema = STDPPublishedConfig
-
     @classmethod
     def check(cls, cfg: Any) -> None:
         """The study's rule is non-spiking and trains BN affine parameters."""
-        if cfg.rule.sign not in ("as_coded", "as_printed"):
-            raise ConfigError(f"rule.sign={cfg.rule.sign!r} is not one of as_coded, as_printed")
         if cfg.neuron.name != "rate":
             raise ConfigError(f"rule=stdp_published is the study's non-spiking rule: "
                               f"neuron={cfg.neuron.name}; use neuron=rate")
@@ -87,8 +66,6 @@ class STDPPublished(Rule):
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.sign not in ("as_coded", "as_printed"):
-            raise ValueError(f"rule.sign={cfg.sign!r} is not one of as_coded, as_printed")
         blocks = net.backbone.blocks
         if any(getattr(b.neuron, "spiking", False) for b in blocks):
             raise ValueError("rule=stdp_published is the study's non-spiking rule: use neuron=rate")

@@ -17,7 +17,6 @@ the rule (norse's parameters cannot be pickled) and never checkpointed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,36 +32,8 @@ from snnrsa.rules.stdp import (
     convergence,
     effective_rf,
     orientation_tuning,
-    require_choices,
     require_spike_input,
 )
-
-
-@dataclass
-class STDPTraceConfig:
-    name: str = "stdp_trace"
-    threshold_mode: str = "adaptive"  # adaptive | fixed
-    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])  # x fan-in (fixed)
-    threshold_quantiles: list[float] = field(default_factory=lambda: [0.7, 0.4, 0.2])
-    beta: float = 0.9  # LIF membrane decay per step
-    competition: str = "pointwise"  # none | pointwise
-    normalise: str = "mean"  # none | mean | l2 (per output kernel, to its initial value)
-    algorithm: str = "multiplicative_pow"  # norse: additive | multiplicative_pow | ...
-    mu: float = 1.0  # weight-dependence exponent of multiplicative_pow
-    eta_plus: float = 1e-3
-    eta_minus: float = 1e-3
-    a_pre: float = 1.0
-    a_post: float = 1.0
-    tau_pre_inv: float = 0.2  # inverse trace time constants, per step (dt = 1)
-    tau_post_inv: float = 0.2
-    w_min: float = 0.0
-    w_max: float = 1.0
-    layer_images: list[int] = field(default_factory=lambda: [4000, 4000, 4000])
-    init_mean: float = 0.5
-    init_std: float = 0.05
-    dog: bool = True
-    dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])
-    dog_size: int = 7
 
 
 class TraceLIF(nn.Module):
@@ -148,18 +119,9 @@ def trace_stdp_layer(z_pre: torch.Tensor, conv: nn.Conv2d, neuron: TraceLIF, par
 class STDPTrace(Rule):
     """Greedy layer-wise pair-based trace STDP with norse; no class read-out of its own."""
 
-    schema = STDPTraceConfig
-
     @classmethod
     def check(cls, cfg: Any) -> None:
-        rule = cfg.rule
         require_spike_input(cfg)
-        require_choices(rule, {
-            "competition": ("none", "pointwise"),
-            "normalise": ("none", "mean", "l2"),
-            "threshold_mode": ("fixed", "adaptive"),
-            "algorithm": ("additive", "additive_step", "multiplicative_pow", "multiplicative_relu"),
-        })
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)

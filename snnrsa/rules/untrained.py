@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from snnrsa.rules.base import Rule
 
 
-@dataclass
-class UntrainedConfig:
-    name: str = "untrained"
-
-
 class Untrained(Rule):
-    schema = UntrainedConfig
     trains = False
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
