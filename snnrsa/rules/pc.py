@@ -118,6 +118,12 @@ class PC(BP):
         if cfg.backbone.dropout > 0:
             raise ConfigError("rule=pc with backbone.dropout > 0: a dropout mask would change the "
                               "predictions between inference steps; set backbone.dropout=0")
+        hidden = len(cfg.backbone.channels) + len(cfg.backbone.fc_units)
+        if cfg.rule.pc == "fixed_prediction" and cfg.rule.inference_steps < hidden:
+            raise ConfigError(
+                f"rule.pc=fixed_prediction with rule.inference_steps={cfg.rule.inference_steps}: "
+                f"the error moves one stage per step, so the lowest of the {hidden} hidden stages "
+                f"would get none; use rule.inference_steps >= {hidden}")
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
@@ -125,12 +131,6 @@ class PC(BP):
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")
         self.stages = stages(net)
-        hidden = len(self.stages) - 1
-        if cfg.pc == "fixed_prediction" and cfg.inference_steps < hidden:
-            raise ConfigError(
-                f"rule.pc=fixed_prediction with rule.inference_steps={cfg.inference_steps}: the "
-                f"error moves one stage per step, so the lowest of the {hidden} hidden stages "
-                f"would get none; use rule.inference_steps >= {hidden}")
         self.params = [p for p in net.parameters() if p.requires_grad]
         index = {id(p): i for i, p in enumerate(self.params)}
         self.stage_index = [(name, [index[id(p)] for p in ps])
