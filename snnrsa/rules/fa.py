@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.network import Network
-from snnrsa.rules.bp import BP
+from snnrsa.rules.base import Rule
+from snnrsa.rules.bp import supervised_step
+from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import FAConfig, allowed_values
 
 FEEDBACK_INITS = {
@@ -169,8 +171,8 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.degrees(math.acos(float((a @ b / denom).clamp(-1.0, 1.0))))
 
 
-class FA(BP):
-    """BP's training loop on a network whose chosen layers propagate errors through fixed B."""
+class FA(Rule):
+    """BP's supervised step on a network whose chosen layers propagate errors through fixed B."""
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         self.layers = fa_layers(net, cfg.layers)
@@ -183,6 +185,7 @@ class FA(BP):
                                                       generator=gen)
             install_feedback(layer, fixed, cfg.feedback)
         super().__init__(cfg, net, n_epochs)
+        self.optim = Optimiser.from_config(cfg, net.parameters(), n_epochs)
         self.epoch = 0
         self.rows: list[dict] = []
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -191,10 +194,10 @@ class FA(BP):
         if self.probe is None:  # the first batch, before any update, is the fixed probe
             self.probe = images[:PROBE_SIZE].clone(), labels[:PROBE_SIZE].clone()
             self._log()
-        return super().train_batch(images, labels)
+        return supervised_step(self.net, self.optim, images, labels)
 
     def end_epoch(self) -> None:
-        super().end_epoch()
+        self.optim.end_epoch()
         self.epoch += 1
         self._log()
 
@@ -242,12 +245,12 @@ class FA(BP):
         return list(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows),
+        return {**self.optim.state_dict(), "epoch": self.epoch, "rows": list(self.rows),
                 "probe": self.probe,
                 "feedback": {n: layer.feedback.clone() for n, layer in self.layers.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        self.optim.load_state_dict(state)
         self.epoch, self.rows, self.probe = state["epoch"], list(state["rows"]), state["probe"]
         for name, layer in self.layers.items():
             layer.feedback.copy_(state["feedback"][name])
