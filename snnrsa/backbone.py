@@ -26,7 +26,7 @@ from snnrsa.neurons import make_neuron, pooled_spikes
 from snnrsa.schema import BackboneConfig, NeuronConfig
 
 
-def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def fold_time(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a per-frame layer to a ``[T, B, ...]`` sequence in one call."""
     y = layer(x.flatten(0, 1))
     return y.unflatten(0, x.shape[:2])
@@ -44,7 +44,7 @@ class _ConvStats(torch.autograd.Function):
         stats = []
         with torch.no_grad():
             for xc in x.split(chunk):
-                y = _fold(conv, xc)
+                y = fold_time(conv, xc)
                 var, mean = torch.var_mean(y, dim=(0, 1, 3, 4), unbiased=False)
                 stats.append((y.numel() // y.shape[2], mean.double(), var.double()))
         n = sum(k for k, _, _ in stats)
@@ -118,7 +118,7 @@ class ConvBlock(nn.Module):
         if static:
             cur = self._conv_bn(x[0])
             return cur.unsqueeze(0).expand(x.shape[0], *cur.shape)
-        return _fold(self._conv_bn, x)
+        return fold_time(self._conv_bn, x)
 
     def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
         cur = self.current(x, static)
@@ -126,7 +126,7 @@ class ConvBlock(nn.Module):
             out = pooled_spikes(self.neuron, cur)  # fast LIF + pool in one CPU kernel
             if out is not None:
                 return out
-        return _fold(self.pool, self.neuron(cur))
+        return fold_time(self.pool, self.neuron(cur))
 
     def _bn_affine(self, x: torch.Tensor, chunk: int):
         """BatchNorm as ``y * scale + shift`` (per channel, differentiable), with exactly
@@ -174,18 +174,18 @@ class ConvBlock(nn.Module):
             def piece(n: int, state):
                 cur = cur0.unsqueeze(0).expand(n, *cur0.shape)
                 spikes, state = self.neuron.run(cur, state)
-                return _fold(self.pool, spikes), state
+                return fold_time(self.pool, spikes), state
 
             args = [(n,) for n in _sizes(x.shape[0], chunk)]
         else:
             affine = self._bn_affine(x, chunk)
 
             def piece(xc: torch.Tensor, state):
-                cur = _fold(self.conv, xc)
+                cur = fold_time(self.conv, xc)
                 if affine is not None:
                     cur = torch.addcmul(affine[1], cur, affine[0])
                 spikes, state = self.neuron.run(cur, state)
-                return _fold(self.pool, spikes), state
+                return fold_time(self.pool, spikes), state
 
             args = [(xc,) for xc in x.split(chunk)]
         outs, state = [], None
@@ -217,7 +217,7 @@ class FCLayer(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.neuron(_fold(self.linear, x)))
+        return self.dropout(self.neuron(fold_time(self.linear, x)))
 
 
 class Backbone(nn.Module):
@@ -299,9 +299,9 @@ class Backbone(nn.Module):
                 x = block(x, static=st)
             outputs[f"conv{i + 1}"] = x
         if x.shape[-1] != self.pool_to or x.shape[-2] != self.pool_to:
-            x = _fold(lambda f: F.adaptive_avg_pool2d(f, self.pool_to), x)
+            x = fold_time(lambda f: F.adaptive_avg_pool2d(f, self.pool_to), x)
         x = x.flatten(2)
         for i, fc in enumerate(self.fcs):
             x = fc(x)
             outputs[f"fc{i + 1}"] = x
-        return _fold(self.head, x), outputs
+        return fold_time(self.head, x), outputs

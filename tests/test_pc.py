@@ -120,15 +120,15 @@ def test_pc_weight_decay_is_decoupled_by_default() -> None:
     """AdamW: with no gradient a step shrinks every weight by exactly lr * weight_decay, whatever
     the size of the layer's updates (coupled L2 would be rescaled by Adam with the gradient)."""
     net, rule = build("pc")
-    assert isinstance(rule.opt, torch.optim.AdamW) and rule.cfg.weight_decay == 1e-4
+    assert isinstance(rule.optim.opt, torch.optim.AdamW) and rule.cfg.weight_decay == 1e-4
     before = [p.detach().clone() for p in rule.params]
     for p in rule.params:
         p.grad = torch.zeros_like(p)
-    rule.opt.step()
+    rule.optim.opt.step()
     for p, b in zip(rule.params, before):
         torch.testing.assert_close(p.detach(), b * (1 - 1e-3 * 1e-4), rtol=1e-7, atol=0)
     _, coupled = build("pc", ["rule.optimizer=adam"])
-    assert type(coupled.opt) is torch.optim.Adam
+    assert type(coupled.optim.opt) is torch.optim.Adam
 
 
 def test_inference_lowers_the_energy_monotonically() -> None:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from stimuli import oriented_bars
 
 from snnrsa.config import ConfigError
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import (
-    STDP,
-    convergence,
-    learning_rates,
-    orientation_selectivity,
-    oriented_bars,
-    spike_train,
-)
+from snnrsa.rules.stdp import STDP
+from snnrsa.rules.stdp.analysis import orientation_selectivity
+from snnrsa.rules.stdp.functional import convergence, learning_rates, spike_train
 
 from conftest import typed_cfg
 

@@ -9,7 +9,7 @@ import torch
 from snnrsa.data.procedural import make_dataset
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import THRESHOLD_MARGIN, adaptive_threshold, pool_times
+from snnrsa.rules.stdp.functional import THRESHOLD_MARGIN, adaptive_threshold, pool_times
 
 from conftest import typed_cfg
 

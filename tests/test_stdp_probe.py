@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from stimuli import oriented_bars
 
 from snnrsa.network import Network
 from snnrsa.probe import fit_probe, frozen_features, linear_probes
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import oriented_bars
 
 from conftest import typed_cfg
 

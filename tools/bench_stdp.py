@@ -26,7 +26,8 @@ from snnrsa.config import resolve
 from snnrsa.data.procedural import make_dataset
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.rules.stdp import STDP, learning_rates
+from snnrsa.rules.stdp import STDP
+from snnrsa.rules.stdp.functional import learning_rates
 from snnrsa.runtime import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.network import Network
-from snnrsa.rules.base import training_mode_probe
-from snnrsa.rules.bp import BP
+from snnrsa.rules.base import Rule, training_mode_probe
+from snnrsa.rules.bp import supervised_step
+from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError, FAConfig, allowed_values
 
 LAYER_SETS = allowed_values(FAConfig, "layers")
@@ -222,8 +223,8 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.degrees(math.acos(float((a @ b / denom).clamp(-1.0, 1.0))))
 
 
-class FA(BP):
-    """BP's training loop on a network whose chosen layers get their error through fixed B:
+class FA(Rule):
+    """BP's supervised step on a network whose chosen layers get their error through fixed B:
     from the layer above (FA and sign-concordant kinds) or from the output (DFA)."""
 
     @classmethod
@@ -266,6 +267,7 @@ class FA(BP):
                                                               generator=self.gen)
                 install_feedback(layer, fixed, cfg.feedback)
         super().__init__(cfg, net, n_epochs)
+        self.optim = Optimiser.from_config(cfg, net.parameters(), n_epochs)
         self.epoch = 0
         self.rows: list[dict] = []
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -304,10 +306,10 @@ class FA(BP):
         if self.probe is None:  # the first batch, before any update, is the fixed probe
             self.probe = images[:PROBE_SIZE].clone(), labels[:PROBE_SIZE].clone()
             self._log()
-        return super().train_batch(images, labels)
+        return supervised_step(self.net, self.optim, images, labels)
 
     def end_epoch(self) -> None:
-        super().end_epoch()
+        self.optim.end_epoch()
         self.epoch += 1
         self._log()
 
@@ -357,12 +359,12 @@ class FA(BP):
     def state_dict(self) -> dict[str, Any]:
         feedback = (self.direct_feedback if self.direct
                     else {n: layer.feedback for n, layer in self.layers.items()})
-        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows),
+        return {**self.optim.state_dict(), "epoch": self.epoch, "rows": list(self.rows),
                 "probe": self.probe, "feedback": {n: b.clone() for n, b in feedback.items()},
                 "gen": self.gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        self.optim.load_state_dict(state)
         self.epoch, self.rows, self.probe = state["epoch"], list(state["rows"]), state["probe"]
         if "gen" in state:
             self.gen.set_state(state["gen"])

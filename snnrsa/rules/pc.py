@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.backbone import Backbone, _fold
+from snnrsa.backbone import Backbone, fold_time
 from snnrsa.network import Network
-from snnrsa.rules.base import frozen_bn_stats, training_mode_probe
-from snnrsa.rules.bp import BP
+from snnrsa.rules.base import Rule, frozen_bn_stats, training_mode_probe
+from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError
 
 PROBE_SIZE = 64
@@ -68,7 +68,7 @@ def to_vector(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
     ``pool_to`` first when larger, exactly as ``Backbone.forward`` does."""
     side = backbone.pool_to
     if x.shape[-1] != side or x.shape[-2] != side:
-        x = _fold(lambda f: F.adaptive_avg_pool2d(f, side), x)
+        x = fold_time(lambda f: F.adaptive_avg_pool2d(f, side), x)
     return x.flatten(2)
 
 
@@ -81,7 +81,7 @@ def stages(net: Network) -> list[tuple[str, Callable[[torch.Tensor], torch.Tenso
     ]
     n_conv = len(chain)
     chain += [(f"fc{i + 1}", fc) for i, fc in enumerate(bb.fcs)]
-    chain.append(("output", lambda x: net.readout(_fold(bb.head, x))))
+    chain.append(("output", lambda x: net.readout(fold_time(bb.head, x))))
     name, first = chain[n_conv]  # the first non-conv stage receives the flattened conv map
     chain[n_conv] = (name, lambda x: first(to_vector(bb, x)))
     return chain
@@ -108,9 +108,10 @@ def cosine_and_ratio(update: list[torch.Tensor], reference: list[torch.Tensor]
     return float(a @ b / (a.norm() * b.norm())), float(a.norm() / b.norm())
 
 
-class PC(BP):
+class PC(Rule):
     """Inference on value nodes (or on errors under fixed predictions), then local updates of
-    every stage from its prediction error; BP's optimiser, schedule and clipping apply them."""
+    every stage from its prediction error; the shared optimiser (schedule, clipped step) applies
+    the updates."""
 
     @classmethod
     def check(cls, cfg: Any) -> None:
@@ -127,6 +128,7 @@ class PC(BP):
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
+        self.optim = Optimiser.from_config(cfg, net.parameters(), n_epochs)
         if cfg.inference_steps < 0 or cfg.inference_rate <= 0:
             raise ConfigError(f"rule.inference_steps={cfg.inference_steps} must be >= 0 and "
                               f"rule.inference_rate={cfg.inference_rate} > 0")
@@ -238,12 +240,10 @@ class PC(BP):
                           for name, d in self.diagnostics().items()]
         x0 = self.net.encoder(images)
         grads, logits, trace = self.gradients(x0, labels, self.cfg.inference_steps)
-        self.opt.zero_grad(set_to_none=True)
+        self.optim.zero_grad()
         for p, g in zip(self.params, grads):
             p.grad = g
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        self.optim.step()
         self._sums += torch.tensor([trace[0], trace[-1]], dtype=torch.float64)
         self._seen += len(labels)
         loss = float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -268,7 +268,7 @@ class PC(BP):
         return out
 
     def end_epoch(self) -> None:
-        super().end_epoch()
+        self.optim.end_epoch()
         self.epoch += 1
         mean = (self._sums / max(self._seen, 1)).tolist()
         diag = self.diagnostics() if self.probe is not None else {}
@@ -287,10 +287,10 @@ class PC(BP):
         return list(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "epoch": self.epoch, "rows": list(self.rows),
+        return {**self.optim.state_dict(), "epoch": self.epoch, "rows": list(self.rows),
                 "probe": self.probe}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        self.optim.load_state_dict(state)
         self.epoch, self.rows = state["epoch"], list(state["rows"])
         self.probe = state.get("probe")

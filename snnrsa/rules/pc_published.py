@@ -27,16 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.backbone import FCLayer, _fold
+from snnrsa.backbone import FCLayer, fold_time
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
+from snnrsa.rules.optim import Optimiser
 from snnrsa.rules.pc import require_static_rate, to_vector
 from snnrsa.schema import ConfigError
 
 
 def _fc(fc: FCLayer, x: torch.Tensor) -> torch.Tensor:
     """An FC layer without its dropout."""
-    return fc.neuron(_fold(fc.linear, x))
+    return fc.neuron(fold_time(fc.linear, x))
 
 
 class PCPublished(Rule):
@@ -62,7 +63,7 @@ class PCPublished(Rule):
             for lower, upper in pairwise(blocks)
         ).to(device).requires_grad_(False)
         bb = net.backbone
-        self.opt = torch.optim.Adam([*bb.fcs.parameters(), *bb.head.parameters()], lr=cfg.fc_lr)
+        self.optim = Optimiser([*bb.fcs.parameters(), *bb.head.parameters()], "adam", cfg.fc_lr)
 
     def bottom_up(self, x0: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
         """r_1..r_depth ``[B, C, H, W]`` from the encoded input ``[1, B, C, H, W]``."""
@@ -113,7 +114,7 @@ class PCPublished(Rule):
         x = to_vector(bb, top.unsqueeze(0))
         for fc in bb.fcs:
             x = _fc(fc, x)
-        return self.net.readout(_fold(bb.head, x))
+        return self.net.readout(fold_time(bb.head, x))
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         with torch.no_grad():
@@ -123,9 +124,7 @@ class PCPublished(Rule):
                 block.conv.weight.add_(self.cfg.lr * update)
         logits = self.classify(rs[-1].detach())
         loss = F.cross_entropy(logits, labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.optim.minimise(loss)
         return float(loss.detach()) * len(labels), int((logits.argmax(1) == labels).sum())
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -147,8 +146,8 @@ class PCPublished(Rule):
         return {name: feats[name] for name in layers}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "predictors": self.predictors.state_dict()}
+        return {**self.optim.state_dict(), "predictors": self.predictors.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state["opt"])
+        self.optim.load_state_dict(state)
         self.predictors.load_state_dict(state["predictors"])

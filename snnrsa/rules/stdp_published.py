@@ -21,6 +21,7 @@ from torch import nn
 
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
+from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError
 
 
@@ -80,7 +81,7 @@ class STDPPublished(Rule):
             block.conv.weight.requires_grad_(False)
             affine += [block.bn.weight, block.bn.bias]
         head = [*net.backbone.fcs.parameters(), *net.backbone.head.parameters()]
-        self.opt = torch.optim.Adam([*head, *affine], lr=cfg.lr)
+        self.optim = Optimiser([*head, *affine], "adam", cfg.lr)
         self._acts: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._record = False
         for block in blocks:
@@ -110,13 +111,11 @@ class STDPPublished(Rule):
             self._record = False
         self.stdp_step()
         loss = F.cross_entropy(logits, labels)
-        self.opt.zero_grad(set_to_none=True)
-        F.cross_entropy(self.net(images), labels).backward()
-        self.opt.step()
+        self.optim.minimise(F.cross_entropy(self.net(images), labels))
         return float(loss) * len(labels), int((logits.argmax(1) == labels).sum())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict()}
+        return self.optim.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state["opt"])
+        self.optim.load_state_dict(state)

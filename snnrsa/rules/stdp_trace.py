@@ -25,15 +25,10 @@ from torch import nn
 
 from snnrsa.network import Network
 from snnrsa.rules.base import Rule
-from snnrsa.rules.stdp import (
-    DoGEncoder,
-    _per_layer,
-    adaptive_threshold,
-    convergence,
-    effective_rf,
-    orientation_tuning,
-    require_spike_input,
-)
+from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
+from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer
+from snnrsa.rules.stdp.modules import DoGEncoder
+from snnrsa.rules.stdp.rule import require_spike_input
 
 
 class TraceLIF(nn.Module):
@@ -142,9 +137,9 @@ class STDPTrace(Rule):
             block.conv = conv.to(device)
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
             block.bn = nn.Identity()
-            block.neuron = TraceLIF(_per_layer(cfg.thresholds, i) * fan_in, cfg.beta,
+            block.neuron = TraceLIF(per_layer(cfg.thresholds, i) * fan_in, cfg.beta,
                                     cfg.competition,
-                                    _per_layer(cfg.threshold_quantiles, i) if adaptive else None
+                                    per_layer(cfg.threshold_quantiles, i) if adaptive else None
                                     ).to(device)
         self.n_layers, self.layer = len(blocks), 0
         self.seen = [0] * self.n_layers
@@ -199,7 +194,7 @@ class STDPTrace(Rule):
             "threshold": float(block.neuron.threshold), "rate": float(z.mean()),
             "silent": float((fired.sum((0, 2, 3)) == 0).float().mean()),
         })
-        if self.seen[layer] >= _per_layer(cfg.layer_images, layer):
+        if self.seen[layer] >= per_layer(cfg.layer_images, layer):
             self.layer += 1
         return 0.0, 0
 

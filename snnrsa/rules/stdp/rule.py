@@ -1,0 +1,337 @@
+"""The canonical STDP rule: builds its blocks, then per batch: input spike times, layer I/O,
+k-WTA winners, soft-bounded update (greedy layer-wise), with its logs and snapshots."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snnrsa.backbone import fold_time
+from snnrsa.network import Network
+from snnrsa.rules.base import Rule
+from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
+from snnrsa.rules.stdp.fast import (
+    LayerIO,
+    fast_path_ok,
+    gained_weight,
+    pointwise_first_spikes,
+    survivor_pool,
+)
+from snnrsa.rules.stdp.functional import (
+    convergence,
+    cumulative_frames,
+    first_spike_times,
+    k_winners,
+    leaky_cumsum,
+    learning_rates,
+    per_layer,
+    pool_times,
+    soft_bound_update,
+    spike_train,
+    stdp_counts,
+    survivor_winners,
+)
+from snnrsa.rules.stdp.modules import (
+    DoGEncoder,
+    FirstSpikeNeuron,
+    FirstSpikePool,
+    encode_times,
+)
+from snnrsa.schema import ConfigError
+
+
+def require_spike_input(cfg: Any) -> None:
+    """STDP rules learn from spike timing: latency or Poisson input over >= 2 steps."""
+    enc, steps = cfg.encoding.name, cfg.neuron.time_steps
+    if enc not in ("latency", "poisson") or steps < 2:
+        raise ConfigError(
+            f"rule={cfg.rule.name} needs spike input: encoding={enc} with neuron.time_steps="
+            f"{steps}; use encoding=latency (or poisson) and neuron.time_steps >= 2"
+        )
+
+
+class STDP(Rule):
+    """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
+        rule = cfg.rule
+        require_spike_input(cfg)
+        if any(not 0 < q < 1 for q in rule.threshold_quantiles):
+            raise ConfigError(f"rule.threshold_quantiles={rule.threshold_quantiles} must lie in (0, 1)")
+        if rule.pointwise_inhibition and not rule.one_spike:
+            raise ConfigError("rule.pointwise_inhibition=true needs rule.one_spike=true")
+        if not 0 < rule.beta <= 1:
+            raise ConfigError(f"rule.beta={rule.beta} must lie in (0, 1]")
+        if not (math.isfinite(rule.homeostasis_rate) and rule.homeostasis_rate >= 0):
+            raise ConfigError(f"rule.homeostasis_rate={rule.homeostasis_rate} must be >= 0 (0: off)")
+        if not 0 < rule.homeostasis_max < 1:
+            raise ConfigError(
+                f"rule.homeostasis_max={rule.homeostasis_max} must lie in (0, 1) (the threshold stays > 0)"
+            )
+
+    def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
+        super().__init__(cfg, net, n_epochs)
+        enc = net.encoder
+        self.time_steps = enc.time_steps
+        if cfg.dog:
+            net.encoder = DoGEncoder(enc, cfg.dog_sigmas, cfg.dog_size)
+        blocks = net.backbone.blocks
+        device = blocks[0].conv.weight.device
+        adaptive = cfg.threshold_mode == "adaptive"
+        for i, block in enumerate(blocks):
+            conv = block.conv
+            if i == 0 and cfg.dog:
+                conv = nn.Conv2d(2, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
+            with torch.no_grad():
+                conv.weight.normal_(cfg.init_mean, cfg.init_std).clamp_(0, 1)
+            conv.weight.requires_grad_(False)
+            block.conv = conv.to(device)
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            block.bn = nn.Identity()
+            block.neuron = FirstSpikeNeuron(
+                per_layer(cfg.thresholds, i) * fan_in,
+                cfg.beta,
+                cfg.one_spike,
+                cfg.pointwise_inhibition,
+                per_layer(cfg.threshold_quantiles, i) if adaptive else None,
+                conv.out_channels if cfg.homeostasis_rate > 0 else None,
+            ).to(device)
+            if cfg.one_spike:
+                block.pool = FirstSpikePool(self.time_steps)
+        self.n_layers = len(blocks)
+        self.layer = 0
+        self.seen = [0] * self.n_layers
+        self.wins = [torch.zeros(b.conv.out_channels, dtype=torch.long) for b in blocks]
+        self.images = 0
+        self.rows: list[dict[str, Any]] = []
+        self._last_images: torch.Tensor | None = None
+        self._last_weights: list[torch.Tensor] | None = None
+        self._last_wins: list[torch.Tensor] = [w.clone() for w in self.wins]
+        self.fast_path = True  # False: every layer runs the conv over all T frames (for checks)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [b.conv.weight for b in self.net.backbone.blocks]
+
+    @property
+    def done(self) -> bool:
+        return self.layer >= self.n_layers
+
+    @torch.no_grad()
+    def layer_io(self, images: torch.Tensor, layer: int) -> LayerIO:
+        """Input and output first-spike times of conv block ``layer`` for a batch. Between
+        layers only the times ``[B, C, H, W]`` travel; each conv runs once on the cumulative
+        (leaky) input frames, which gives the membrane potential directly."""
+        return self.all_io(images, layer)[layer]
+
+    @torch.no_grad()
+    def all_io(self, images: torch.Tensor, last: int | None = None) -> list[LayerIO]:
+        """``LayerIO`` of conv blocks 0..``last`` (default: all).
+
+        Calibrated one-spike IF layers with pointwise inhibition take ``pointwise_first_spikes``
+        (no time-expanded tensors); the rest run the conv on all T cumulative frames."""
+        blocks = self.net.backbone.blocks
+        last = len(blocks) - 1 if last is None else last
+        steps, beta = self.time_steps, self.cfg.beta
+        t_in = encode_times(self.net.encoder, images) if self.cfg.one_spike else None
+        x = cum = None
+        if t_in is None:
+            x = self.net.encoder(images)  # [T, B, C, H, W] input spikes
+            t_in, cum = first_spike_times(x), leaky_cumsum(x, beta)
+        out: list[LayerIO] = []
+        for i, block in enumerate(blocks[: last + 1]):
+            neuron = block.neuron
+            if self.fast_path and fast_path_ok(block, beta):
+                surv = pointwise_first_spikes(
+                    t_in.permute(0, 2, 3, 1), gained_weight(block), neuron.threshold, steps
+                )
+                out.append(LayerIO(t_in.long(), survivors=surv, time_steps=steps))
+                if i < last:  # [B, C, H, W] view of channels-last times
+                    t_in = survivor_pool(surv, steps, block.pool.kernel).permute(0, 3, 1, 2)
+                    cum = None
+                continue
+            if cum is None:
+                cum = (
+                    cumulative_frames(t_in, steps, beta, images.dtype)
+                    if beta == 1.0
+                    else leaky_cumsum(spike_train(t_in.long(), steps, images.dtype), beta)
+                )
+            if neuron.one_spike:
+                t_out, v_out = neuron.fire(fold_time(block.conv, cum))
+            else:
+                current = fold_time(block.conv, x)
+                if not bool(neuron.calibrated):
+                    neuron.calibrate(leaky_cumsum(current, beta))
+                spikes, pots = neuron.run_reset(current)
+                t_out = first_spike_times(spikes)
+                v_out = pots.gather(0, t_out.clamp(max=steps - 1).unsqueeze(0)).squeeze(0)
+                v_out = v_out.masked_fill(t_out >= steps, 0.0)
+            out.append(LayerIO(t_in.long(), t_out, v_out, time_steps=steps))
+            if i < last:
+                if neuron.one_spike:
+                    t_in, cum = pool_times(t_out), None
+                else:
+                    x = fold_time(block.pool, spikes)
+                    t_in, cum = first_spike_times(x), leaky_cumsum(x, beta)
+        return out
+
+    @torch.no_grad()
+    def calibrate_from(self, images: torch.Tensor, layer: int) -> None:
+        """Set the adaptive thresholds of ``layer`` and the layers above from ``images``: called
+        when a layer's training starts, since its input has changed with the layers below."""
+        for b in self.net.backbone.blocks[layer:]:
+            b.neuron.recalibrate()
+        self.all_io(images)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, layer: int) -> dict[str, Any]:
+        """One batched STDP step on ``layer``; returns what the step saw (for dynamics)."""
+        cfg, block = self.cfg, self.net.backbone.blocks[layer]
+        io = self.layer_io(images, layer)
+        k, radius = per_layer(cfg.k_winners, layer), per_layer(cfg.inhibition_radius, layer)
+        if io.survivors is not None:
+            win = survivor_winners(io.survivors, self.time_steps, k, radius)
+        else:
+            win = k_winners(
+                io.t_post, io.v_post, self.time_steps, k, radius, exclusive=block.neuron.pointwise
+            )
+        w = block.conv.weight
+        n_ltp, events = stdp_counts(io.t_pre, win, w.shape[0], w.shape[-1], self.time_steps)
+        a_plus, a_minus = learning_rates(cfg, self.seen[layer])
+        w.add_(soft_bound_update(w, n_ltp, events, a_plus, a_minus, cfg.reduce)).clamp_(0, 1)
+        self.wins[layer] += events.long().cpu()
+        self.homeostasis(block.neuron, events)
+        return {"io": io, "events": events, "a_plus": a_plus}
+
+    @torch.no_grad()
+    def homeostasis(self, neuron: FirstSpikeNeuron, events: torch.Tensor) -> None:
+        """Move the training layer's threshold offsets toward equal win shares (see STDPConfig)."""
+        rate, total = self.cfg.homeostasis_rate, float(events.sum())
+        if neuron.offset is None or rate <= 0 or total <= 0:
+            return
+        share = events.to(neuron.offset) * (len(events) / total)
+        lim = self.cfg.homeostasis_max
+        neuron.offset.add_(rate * (share - 1.0)).clamp_(-lim, lim)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        self._last_images = images[:64].detach()
+        if self.done:
+            return 0.0, 0
+        layer = self.layer
+        if self.seen[layer] == 0 and self.cfg.threshold_mode == "adaptive":
+            self.calibrate_from(images, layer)
+        seen = self.update(images, layer)
+        n = len(images)
+        self.seen[layer] += n
+        self.images += n
+        c = convergence(self.weights[layer])
+        rate, silent = seen["io"].fired_share()
+        self.rows.append(
+            {
+                "images": self.images,
+                "layer": layer,
+                "a_plus": seen["a_plus"],
+                "C": c,
+                "threshold": float(self.net.backbone.blocks[layer].neuron.threshold),
+                "rate": rate,
+                "winners": int((seen["events"] > 0).sum()),
+                "silent": silent,
+            }
+        )
+        if self.seen[layer] >= per_layer(self.cfg.layer_images, layer) or (c < self.cfg.convergence_stop):
+            self.layer += 1
+        return 0.0, 0
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        """Per batch: images seen, layer in training, learning rate, convergence C, threshold,
+        firing rate (share of units that spike), WTA winners and the share of silent features."""
+        return self.rows
+
+    @torch.no_grad()
+    def dynamics(self, bins: int = 20) -> dict[str, np.ndarray]:
+        """The rule's state now, per conv layer ``conv<i>_<name>``: weight mean, std, histogram
+        (``bins`` fixed bins on [0, 1]), share at the bounds (< 0.01 or > 0.99), C, mean |Δw| and
+        max |Δw| since the last call; on the last training batch (up to 64 images): firing rate,
+        spike-time histogram (T + 1 bins, the last one silent units), share of silent features;
+        WTA winners since the last call (distinct features and wins per feature); Conv1 receptive
+        fields ``[C, k, k]`` with their orientation index and preferred orientation."""
+        out: dict[str, np.ndarray] = {}
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        out["weight_bin_edges"] = edges
+        weights = [w.detach().double().cpu() for w in self.weights]
+        for i, w in enumerate(weights):
+            p = f"conv{i + 1}_"
+            flat = w.flatten().numpy()
+            out[p + "w_mean"] = np.array(flat.mean())
+            out[p + "w_std"] = np.array(flat.std())
+            out[p + "w_hist"] = np.histogram(flat, edges)[0]
+            out[p + "at_bounds"] = np.array(((flat < 0.01) | (flat > 0.99)).mean())
+            out[p + "C"] = np.array(convergence(w))
+            prev = self._last_weights[i] if self._last_weights else w
+            out[p + "dw_mean_abs"] = np.array(float((w - prev).abs().mean()))
+            out[p + "dw_max_abs"] = np.array(float((w - prev).abs().max()))
+            new_wins = self.wins[i] - self._last_wins[i]
+            out[p + "wins"] = new_wins.numpy()
+            out[p + "winners"] = np.array(int((new_wins > 0).sum()))
+            neuron = self.net.backbone.blocks[i].neuron
+            out[p + "threshold"] = np.array(float(neuron.threshold))
+            if neuron.offset is not None:  # homeostatic per-feature offsets
+                out[p + "threshold_offset"] = neuron.offset.detach().cpu().numpy().copy()
+        self._last_weights = weights
+        self._last_wins = [w.clone() for w in self.wins]
+        if self._last_images is not None:
+            was = self.net.training
+            ios = self.all_io(self._last_images.to(self.weights[0].device))
+            self.net.train(was)
+            for i, io in enumerate(ios):
+                p = f"conv{i + 1}_"
+                t = io.t_post.cpu()
+                fired = t < self.time_steps
+                out[p + "rate"] = np.array(float(fired.float().mean()))
+                out[p + "spike_time_hist"] = torch.bincount(
+                    t.flatten(), minlength=self.time_steps + 1
+                ).numpy()
+                out[p + "silent"] = np.array(float((fired.sum((0, 2, 3)) == 0).float().mean()))
+        rf = effective_rf(self.weights[0])
+        index, preferred = orientation_tuning(self.weights[0])
+        out["conv1_rf"] = rf.numpy()
+        out["conv1_orientation_index"] = index
+        out["conv1_preferred_orientation"] = preferred
+        return out
+
+    def usage(self, layer: int) -> dict[str, float]:
+        """How the competition spread over features: share of features that never won, and the
+        most-used feature's share of all wins."""
+        wins = self.wins[layer].double()
+        total = max(float(wins.sum()), 1.0)
+        return {
+            "never_won": float((wins == 0).double().mean()),
+            "max_share": float(wins.max()) / total,
+            "events": total,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "seen": list(self.seen),
+            "images": self.images,
+            "wins": [w.clone() for w in self.wins],
+            "offsets": [
+                None if b.neuron.offset is None else b.neuron.offset.detach().cpu().clone()
+                for b in self.net.backbone.blocks
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layer, self.seen, self.images = state["layer"], list(state["seen"]), state["images"]
+        self.wins = [w.clone() for w in state["wins"]]
+        self._last_wins = [w.clone() for w in self.wins]
+        for b, off in zip(self.net.backbone.blocks, state.get("offsets", [])):
+            if off is not None and b.neuron.offset is not None:
+                b.neuron.offset.copy_(off)
