@@ -17,7 +17,7 @@ log = logging.getLogger("snnrsa")
 
 def run_job(cfg: DictConfig) -> float:
     """One job: validate, train and track, print the tables; returns the last mean rho."""
-    from snnrsa.tracking import run, summary_tables
+    from snnrsa.run import run, summary_tables
 
     try:
         typed = resolve(cfg)

@@ -110,7 +110,7 @@ def test_eval_fast_path_keeps_bn_eval_mode_and_bn_subclasses(study_rule: str, bn
     evaluation (bn_eval_mode=train: batch statistics) nor to a BatchNorm subclass with its own
     forward (stdp_published's ReLU-then-BN): features equal the unfolded path."""
     from snnrsa.rules import make_rule
-    from snnrsa.tracking import set_mode
+    from snnrsa.run.evaluation import set_mode
 
     cfg = typed_cfg([f"+study_rule={study_rule}"])
     torch.manual_seed(0)

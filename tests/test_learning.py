@@ -8,7 +8,7 @@ import torch
 from snnrsa.data.training import batches, load_training_data
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.tracking import accuracy, set_mode
+from snnrsa.run.evaluation import accuracy, set_mode
 
 from conftest import typed_cfg
 

@@ -1,7 +1,7 @@
 """Full cost of one (rule, seed) job of the published preset (experiment=leutenegger2026_published)
 on this machine, extrapolated from timed pieces on data of the real shapes (synthetic content).
 
-A job of the preset (snnrsa/tracking.py) does, for rules that train:
+A job of the preset (snnrsa/run/loop.py) does, for rules that train:
   train    max(checkpoints) = 40 epochs of 8,000 CIFAR images at 32 px, batch 128, drop_last
            (62 batches), flip + crop augmentation, the rule's ``train_batch``
   test     after every epoch and at epoch 0 (41 times): held-out accuracy on the CIFAR-10 test
@@ -9,7 +9,7 @@ A job of the preset (snnrsa/tracking.py) does, for rules that train:
   eval     at each of the 8 checkpoints: read-out features of the 720 THINGS exemplar01 images at
            224 px (batch 64, ``rule.features``, BatchNorm per the rule's bn_eval_mode)
   rsa      at each checkpoint: 4 model RDMs (720 x 720, 1 - Pearson) and 4 layers x 6 ROIs x
-           3 subjects Spearman scores over the 258,840 pairs (``tracking.checkpoint_scores``)
+           3 subjects Spearman scores over the 258,840 pairs (``run.evaluation.checkpoint_scores``)
 The untrained baseline runs epoch 0 only (one test pass, one checkpoint).
 Timed here, each after a warm-up, per batch (the median batch time is scaled, robust to a shared
 machine's load spikes): --train-batches training batches, --test-images test images (batches of
@@ -38,8 +38,8 @@ from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
+from snnrsa.run.evaluation import accuracy, extract_features, model_rdm, score_checkpoint, set_mode
 from snnrsa.runtime import keep_freed_memory
-from snnrsa.tracking import accuracy, extract_features, model_rdm, score_checkpoint, set_mode
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RULES = ["untrained", "bp", "fa", "pc_published", "stdp_published"]

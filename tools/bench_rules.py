@@ -27,8 +27,8 @@ from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.base import Rule
+from snnrsa.run.evaluation import set_mode
 from snnrsa.runtime import keep_freed_memory
-from snnrsa.tracking import set_mode
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset"

@@ -1,8 +1,8 @@
 """Comparisons between RDMs over the strict upper triangle, vectorised over stacks of RDMs.
 
 `compare(a, b)` scores every RDM of stack `a` against every RDM of stack `b` in one call (the
-tracking code scores layers x ROIs x subjects per checkpoint), with an optional pair mask such as
-the cross-run pairs. Methods and the rsatoolbox names they equal:
+run loop scores layers x ROIs x subjects per checkpoint, through `compare_each`), with an
+optional pair mask such as the cross-run pairs. Methods and the rsatoolbox names they equal:
 
 - "spearman" (rsatoolbox "spearman"; average ranks for ties),
 - "pearson" ("corr"),
@@ -197,3 +197,19 @@ def score(
     va, vb = convention_vectors(models, subject_rdms, convention, condensed)
     scores = compare(va, vb, method, mask, condensed=True)
     return scores if convention == "mean_rdm" else scores.mean(axis=-1)
+
+
+def compare_each(a: Any, b: Any, method: str = "spearman", mask: Any = None) -> np.ndarray:
+    """``compare(a, b)`` with each RDM of ``a`` and ``b`` prepared (ranked, centred, scaled) once,
+    then every pair scored by its own dot product, so each score equals ``compare(a[i], b[j])``
+    to the last bit (one batched matrix product may round differently); shape a_lead + b_lead.
+    The run loop scores every checkpoint this way, keeping its numbers across versions."""
+    method = canonical_method(method)
+    va, vb, n, keep, lead_a, lead_b = paired_vectors(a, b, mask, None)
+    if method in ("kendall_tau_a", "whitened_cosine", "whitened_pearson"):
+        return compare_vectors(va, vb, method, keep, n).reshape(lead_a + lead_b)
+    if keep is not None:
+        va, vb = va[:, keep], vb[:, keep]
+    ua, ub = unit_rows(prepare(va, method)), unit_rows(prepare(vb, method))
+    out = np.array([[(x[None] @ y[None].T)[0, 0] for y in ub] for x in ua])
+    return out.reshape(lead_a + lead_b)

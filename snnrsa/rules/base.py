@@ -84,7 +84,7 @@ class Rule(ABC):
 
     def log_rows(self) -> list[dict[str, Any]]:
         """Rule diagnostics (alignment angles, energies, STDP convergence...) written by the
-        tracking code to ``rule_log.csv``, one dict per row."""
+        run loop to ``rule_log.csv``, one dict per row."""
         return []
 
     def end_epoch(self) -> None:

@@ -12,7 +12,7 @@ from snnrsa.brain import Brain
 from snnrsa.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
-from snnrsa.tracking import extract_features, model_rdm, score_checkpoint, set_mode
+from snnrsa.run.evaluation import extract_features, model_rdm, score_checkpoint, set_mode
 
 from conftest import typed_cfg
 
