@@ -14,7 +14,7 @@ from torch import nn
 from snnrsa.config import resolve
 from snnrsa.network import Network
 from snnrsa.rules import make_rule
-from snnrsa.tracking import seed_everything
+from snnrsa.run.state import seed_everything
 
 CHANNELS = [(3, 32), (32, 64), (64, 128)]
 
@@ -52,7 +52,7 @@ def test_published_preset_init_equals_the_study_code(rule: str) -> None:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = resolve(compose("config", overrides=[
             "experiment=leutenegger2026_published", f"study_rule={rule}", "seed=123", *THINGS]))
-    seed_everything(cfg.seed)  # as tracking.run does before building the network
+    seed_everything(cfg.seed)  # as the run loop does before building the network
     net = Network(cfg, 10)
     fitted = make_rule(cfg.rule, net, 40)
     expected, feedback = study_weights(rule, 123)
