@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ class Brain:
     rdms: dict[str, np.ndarray]  # roi -> (n_subjects, n, n)
     sessions: np.ndarray  # (n_subjects, n) session of each condition, -1 when averaged
     runs: np.ndarray  # (n_subjects, n)
+    # roi -> (n_subjects, n_sessions, n, n): per-session RDMs kept (rdm_file, sessions=separate)
+    session_rdms: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def rois(self) -> list[str]:
@@ -35,29 +37,74 @@ class Brain:
 
 
 def _rdm_file_brain(cfg: Any) -> Brain:
-    """Precomputed RDM stacks; every ROI must hold the same subjects over the same images."""
-    from snnrsa.data.rdm_file import load_rdm_stack
+    """Precomputed RDMs (any form of snnrsa.data.rdm_file); every ROI must hold the same subjects
+    over the same images. Image order: the file's pattern descriptor (rsatoolbox files), else
+    ``brain.images``, else the sorted ``image_glob`` files. Subjects named in the files are aligned
+    by name across ROIs; ``brain.subjects`` relabels them in order."""
+    from snnrsa.data.rdm_file import RDMFileError, by_subject, check_size, match_images, read_rdm_set
 
     root = Path(cfg.root).expanduser()
     images_dir = root / cfg.images_dir
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"brain.images_dir: no folder {images_dir}")
-    names = list(cfg.images) or sorted(p.name for p in images_dir.glob(cfg.image_glob))
-    if not names:
-        raise FileNotFoundError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+        raise RDMFileError(f"brain.images_dir: no folder {images_dir}")
     if not cfg.rois:
-        raise ValueError("brain.rois is empty: map ROI names to variables of brain.path")
-    rdms = {roi: load_rdm_stack(root / cfg.path, var, cfg.axis_order, len(names))
+        raise RDMFileError("brain.rois is empty: map ROI names to variables of brain.path")
+    path = root / cfg.path
+    desc = {"subject": cfg.subject_descriptor, "session": cfg.session_descriptor,
+            "pattern": cfg.pattern_descriptor}
+    sets = {roi: read_rdm_set(path, var, cfg.axis_order, cfg.struct_axes, desc)
             for roi, var in cfg.rois.items()}
-    counts = {roi: r.shape[0] for roi, r in rdms.items()}
+    files = sorted(p.name for p in images_dir.glob(cfg.image_glob))
+    names = list(cfg.images)
+    for roi, rset in sets.items():
+        where = f"{path}:{cfg.rois[roi]}"
+        rows = match_images(rset.patterns, files, cfg.pattern_descriptor not in ("auto", "none"),
+                            where)
+        if rows is None:
+            continue
+        if not names:
+            names = rows
+        if sorted(rows) != sorted(names):
+            raise RDMFileError(f"{where}: its patterns {rows[:3]}... are not the images "
+                               f"{names[:3]}... (brain.images or another ROI)")
+        perm = [rows.index(n) for n in names]
+        rset.rdms = rset.rdms[:, perm][:, :, perm]
+    names = names or files
+    if not names:
+        raise RDMFileError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+    missing_img = [n for n in names if not (images_dir / n).is_file()]
+    if missing_img:
+        raise RDMFileError(f"brain.images_dir: {len(missing_img)} images missing from "
+                           f"{images_dir}, e.g. {missing_img[:3]}")
+    grouped = {}
+    for roi, rset in sets.items():
+        where = f"{path}:{cfg.rois[roi]}"
+        check_size(rset.rdms, len(names), where)
+        grouped[roi] = by_subject(rset, cfg.sessions, where)
+    counts = {roi: g.rdms.shape[0] for roi, g in grouped.items()}
     if len(set(counts.values())) != 1:
-        raise ValueError(f"{root / cfg.path}: ROIs hold different subject counts {counts}")
+        raise RDMFileError(f"{path}: ROIs hold different subject counts {counts}")
     n_subj = next(iter(counts.values()))
-    subjects = list(cfg.subjects) or [f"sub-{i + 1:02d}" for i in range(n_subj)]
-    if len(subjects) != n_subj:
-        raise ValueError(f"brain.subjects has {len(subjects)} labels for {n_subj} subjects")
+    named = {roi: g.subjects for roi, g in grouped.items()
+             if g.subjects is not None and not cfg.subjects}
+    subjects = next(iter(named.values())) if named else [f"sub-{i + 1:02d}" for i in range(n_subj)]
+    for roi, labels in named.items():
+        if sorted(labels) != sorted(subjects):
+            raise RDMFileError(f"{path}: ROI {roi} names subjects {labels}, another ROI "
+                               f"{subjects}; set brain.subjects to pair them by position instead")
+        perm = [labels.index(s) for s in subjects]
+        g = grouped[roi]
+        g.rdms = g.rdms[perm]
+        g.sessions = None if g.sessions is None else g.sessions[perm]
+    if cfg.subjects:
+        if len(cfg.subjects) != n_subj:
+            raise RDMFileError(f"brain.subjects has {len(cfg.subjects)} labels for {n_subj} "
+                               f"subjects in {path}")
+        subjects = list(cfg.subjects)
     missing = np.full((n_subj, len(names)), -1)
-    return Brain(subjects, names, [[images_dir / n] for n in names], rdms, missing, missing)
+    sessions = {roi: g.sessions for roi, g in grouped.items() if g.sessions is not None}
+    return Brain(subjects, names, [[images_dir / n] for n in names],
+                 {roi: g.rdms for roi, g in grouped.items()}, missing, missing, sessions)
 
 
 def _things_brain(cfg: Any, fmri_dir: Path, images_dir: Path) -> Brain:
