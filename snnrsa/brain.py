@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from snnrsa.rsa import correlation_rdm
+from snnrsa.rsa import SplitHalfCeiling, correlation_rdm, split_half_ceiling
 
 
 @dataclass
@@ -34,6 +34,18 @@ class Brain:
                              "selection averages over several (use selection=exemplar01)")
         run_id = self.sessions.astype(np.int64) * 1000 + self.runs
         return (run_id[:, :, None] != run_id[:, None, :]).all(axis=0)
+
+
+def split_session_ceilings(session_rdms: np.ndarray, method: str = "spearman"
+                           ) -> list[SplitHalfCeiling]:
+    """Per subject, the split-session ceiling from kept session RDMs (subjects, sessions, n, n):
+    mean RDM of the odd sessions (1st, 3rd, ...) against that of the even ones, Spearman-Brown
+    corrected to the full data; the ceiling bounds a model's score against the session mean."""
+    if session_rdms.ndim != 4 or session_rdms.shape[1] < 2:
+        raise ValueError(f"session_rdms must be (subjects, sessions >= 2, n, n), got "
+                         f"{session_rdms.shape}")
+    return [split_half_ceiling(s[0::2].mean(axis=0), s[1::2].mean(axis=0), method)
+            for s in session_rdms]
 
 
 def _rdm_file_brain(cfg: Any) -> Brain:

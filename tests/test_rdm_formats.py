@@ -23,12 +23,14 @@ import scipy.io
 from PIL import Image
 from rsatoolbox.inference import boot_noise_ceiling
 from rsatoolbox.rdm import RDMs
+from scipy.stats import spearmanr
 
 from snnrsa.brain import Brain, load_brain
 from snnrsa.config import ConfigError
 from snnrsa.data.rdm_file import RDMFileError
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rsa.ceiling import loso_noise_ceiling
+from snnrsa.summarize import noise_ceilings
 
 from conftest import typed_cfg
 
@@ -318,7 +320,8 @@ def test_new_keys_are_validated() -> None:
 @pytest.mark.slow
 def test_untrained_job_on_a_matlab_struct_array(tmp_path: Path) -> None:
     """The issue's failing command, on a struct-array file: a bad variable ends with a message
-    (no traceback, before any training data), the right one runs and stores the session means."""
+    (no traceback, before any training data); the right one runs, stores the session means and
+    the kept sessions, and the summary reports both ceilings."""
     rdms = session_rdms(0)
     images(tmp_path)
     scipy.io.savemat(tmp_path / "92_brainRDMs.mat", {"RDMs": matlab_struct(rdms, "hIT"),
@@ -338,7 +341,7 @@ def test_untrained_job_on_a_matlab_struct_array(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "Traceback" not in out
     assert "92_brainRDMs.mat:cells" in out and "cell array" in out
     good = job("++brain.rois={hIT: RDMs}", "brain.struct_axes=[subject,session]",
-               f"hydra.run.dir={tmp_path / 'run'}")
+               "brain.sessions=separate", f"hydra.run.dir={tmp_path / 'run'}")
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
     rsa = pd.read_csv(tmp_path / "run" / "rsa.csv")
     assert sorted(rsa.subject.unique()) == ["S1X", "S2X", "S3X", "S4X"]
@@ -346,3 +349,13 @@ def test_untrained_job_on_a_matlab_struct_array(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "run" / "results.h5") as f:
         np.testing.assert_allclose(f["brain/hIT"][:], rdms.astype(np.float64).mean(axis=1),
                                    rtol=0, atol=1e-7)
+        np.testing.assert_allclose(f["brain_sessions/hIT"][:], rdms, rtol=0, atol=0)
+    # the summary's ceilings: LOSO as rsatoolbox, split-session from scipy and Spearman-Brown
+    ceil = noise_ceilings([tmp_path / "run"]).set_index("roi").loc["hIT"]
+    reference = boot_noise_ceiling(RDMs(rdms.astype(np.float64).mean(axis=1)[:, IU[0], IU[1]]),
+                                   method="spearman")
+    np.testing.assert_allclose([ceil.lower, ceil.upper], reference, rtol=0, atol=1e-6)
+    split_r = np.mean([spearmanr(r[0][IU], r[1][IU])[0] for r in rdms])
+    assert ceil.split_r == pytest.approx(split_r, abs=1e-6)
+    assert ceil.split_ceiling == pytest.approx(np.sqrt(2 * split_r / (1 + split_r)), abs=1e-6)
+    assert ceil.n_sessions == N_SESS
