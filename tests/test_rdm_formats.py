@@ -166,6 +166,27 @@ def test_matlab_struct_array_of_condensed_rdms(tmp_path: Path) -> None:
     assert_ceiling_matches_rsatoolbox(rdms, brain.rdms["IT"])
 
 
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_struct_elements_as_rois(tmp_path: Path, version: str) -> None:
+    # RDMs_mIT_hIT_fig1's layout: a 1 x 2 struct array of ROIs (name, color, condensed RDM);
+    # 'var(k)' picks element k (MATLAB's 1-based linear index)
+    rdms = session_rdms(7)[:2, 0]
+    images(tmp_path)
+    st = np.empty((1, 2), dtype=[("name", "O"), ("color", "O"), ("RDM", "O")])
+    for k, roi in enumerate(("mIT", "hIT")):
+        st[0, k] = (roi, np.array([[0, 0, 1.0]]), rdms[k][IU][None])
+    if version == "v5":
+        scipy.io.savemat(tmp_path / "fig1.mat", {"RDMs_fig1": st})
+    else:
+        write_v73_struct(tmp_path / "fig1.mat", {"RDMs_fig1": st})
+    brain = brain_of(tmp_path, "fig1.mat", '{mIT: "RDMs_fig1(1)", hIT: "RDMs_fig1(1,2)"}')
+    assert brain.subjects == ["sub-01"]
+    np.testing.assert_allclose(brain.rdms["mIT"][0], rdms[0], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(brain.rdms["hIT"][0], rdms[1], rtol=0, atol=1e-7)
+    with pytest.raises(RDMFileError, match=r"fig1.mat:RDMs_fig1\(3\): index \(3,\) is outside"):
+        brain_of(tmp_path, "fig1.mat", '{mIT: "RDMs_fig1(3)"}')
+
+
 @pytest.mark.parametrize("form", ["mat_1xm", "npz_subject_pair", "npy_pair_subject"])
 def test_condensed_vectors(tmp_path: Path, form: str) -> None:
     rdms = session_rdms(2)[:, 0].astype(np.float64)

@@ -8,7 +8,8 @@ One file, one entry per ROI (``brain.rois``: ROI -> variable). Accepted forms:
   vector, or subjects x m with ``axis_order=subject,pair``;
 - MATLAB RSA-toolbox struct arrays (v5 and v7.3) of any shape with an ``RDM`` field (square or
   condensed) and optional ``name``; the axes of the struct array are mapped to subjects and
-  sessions by ``struct_axes``;
+  sessions by ``struct_axes``; ``RDMs(2)`` (MATLAB indexing) takes one element, e.g. one ROI of
+  a struct array that holds ROIs;
 - rsatoolbox ``RDMs`` files (``RDMs.save``: hdf5 or pkl); the ROI's variable selects the RDMs
   whose ``roi`` descriptor equals it (``all`` takes every RDM), subject / session labels and the
   pattern (image) order come from its descriptors.
@@ -22,6 +23,7 @@ naming the file, the variable, what it holds and the accepted forms.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,6 +386,36 @@ def _rsatoolbox_rdms(path: Path, variable: str | None, descriptors: dict[str, st
     return RDMSet(square, labels("subject"), labels("session"), patterns)
 
 
+def _split_index(variable: str | None) -> tuple[str | None, tuple[int, ...] | None]:
+    """'RDMs(2)' or 'RDMs(1,3,2)' (MATLAB indexing, 1-based) -> ('RDMs', (2,) / (1, 3, 2))."""
+    match = re.fullmatch(r"\s*([A-Za-z]\w*)\(\s*(\d+(?:\s*,\s*\d+)*)\s*\)\s*", variable or "")
+    if match is None:
+        return variable, None
+    return match[1], tuple(int(i) for i in match[2].split(","))
+
+
+def _struct_element(value: Any, index: tuple[int, ...], where: str) -> _Struct:
+    """One element of a struct array, by MATLAB linear index (column-major) or subscripts."""
+    if not isinstance(value, _Struct):
+        raise RDMFileError(f"{where}: indexing needs a struct array, the variable holds "
+                           f"{_describe(value)}")
+    shape = value.shape
+    try:
+        if len(index) == 1:
+            sub = np.unravel_index(index[0] - 1, shape, order="F")
+        elif len(index) == len(shape) and all(1 <= i <= s for i, s in zip(index, shape)):
+            sub = tuple(i - 1 for i in index)
+        else:
+            raise ValueError
+    except ValueError:
+        raise RDMFileError(f"{where}: index {index} is outside the struct array "
+                           f"{_dims(shape)}") from None
+    fields = {k: np.array([[None]], dtype=object) for k in value.fields}
+    for k, v in value.fields.items():
+        fields[k][0, 0] = v[sub]
+    return _Struct((1, 1), fields)
+
+
 def _check(rdms: np.ndarray, where: str) -> None:
     """Square, symmetric, zero diagonal, finite (errors name the file and variable)."""
     if rdms.shape[1] != rdms.shape[2]:
@@ -417,9 +449,13 @@ def read_rdm_set(
     if _is_rsatoolbox(path):
         rset = _rsatoolbox_rdms(path, variable, descriptors or {})
     else:
-        value = _read_variable(path, variable)
+        base, index = _split_index(variable)
+        value = _read_variable(path, base)
+        if index is not None:
+            value = _struct_element(value, index, where)
         if isinstance(value, _Struct):
             rset = _struct_rdms(value, where, list(struct_axes or []))
+            rset.named = rset.named and index is None  # an element's name is not a subject's
         else:
             rset = RDMSet(_numeric_rdms(value, where, axis_order), None, None, {})
     _check(rset.rdms, where)
