@@ -294,7 +294,7 @@ def test_malformed_mat_files_name_file_variable_and_content(tmp_path: Path, case
 
 @pytest.mark.parametrize("case", ["garbage_mat", "v73_struct_without_RDM", "rsatoolbox_pkl_not_rdms",
                                   "rsatoolbox_hdf5_truncated", "rsatoolbox_unknown_roi",
-                                  "unknown_suffix"])
+                                  "unknown_suffix", "v73_missing_variable", "v73_cell_array"])
 def test_malformed_files_fail_with_a_message(tmp_path: Path, case: str) -> None:
     images(tmp_path)
     name, var, message = {
@@ -306,6 +306,9 @@ def test_malformed_files_fail_with_a_message(tmp_path: Path, case: str) -> None:
         "rsatoolbox_unknown_roi": ("bad.hdf5", "V1", r"no RDM has roi descriptor 'V1'; roi values "
                                    r"are \['IT'\]"),
         "unknown_suffix": ("bad.csv", "R", "unsupported RDM file type '.csv'"),
+        "v73_missing_variable": ("bad.mat", "hIT", r"no variable 'hIT'; found 'RDMs': a MATLAB "
+                                 r"struct array 1 x 2 with fields \['RDM', 'name'\]"),
+        "v73_cell_array": ("bad.mat", "C", "bad.mat:C: the variable holds a MATLAB cell array"),
     }[case]
     path = tmp_path / name
     if case == "garbage_mat" or case == "unknown_suffix":
@@ -314,6 +317,13 @@ def test_malformed_files_fail_with_a_message(tmp_path: Path, case: str) -> None:
         with h5py.File(path, "w") as f:
             f.create_group("R").attrs["MATLAB_class"] = np.bytes_("struct")
             f["R/x"] = np.zeros((2, 2))
+    elif case == "v73_missing_variable":
+        write_v73_struct(path, {"RDMs": _struct(RDM=[_rdm8(0), _rdm8(1)], name=["a", "b"])})
+    elif case == "v73_cell_array":  # MATLAB's layout of a cell: references into /#refs#
+        with h5py.File(path, "w") as f:
+            f["#refs#/a"] = _rdm8(0)
+            cell = f.create_dataset("C", data=np.array([[f["#refs#/a"].ref]], dtype=h5py.ref_dtype))
+            cell.attrs["MATLAB_class"] = np.bytes_("cell")
     elif case == "rsatoolbox_pkl_not_rdms":
         path.write_bytes(pickle.dumps({"dissimilarities": "nonsense"}))
     elif case == "rsatoolbox_hdf5_truncated":

@@ -111,6 +111,22 @@ def _h5_value(f: h5py.File, node: Any, where: str) -> Any:
     return np.transpose(node[()])
 
 
+def _h5_describe(node: Any, matlab: bool) -> str:
+    """What an HDF5 node holds, from its metadata only (MATLAB order where ``matlab``)."""
+    if isinstance(node, h5py.Group):
+        fields = sorted(node)
+        if matlab and node.attrs.get("MATLAB_class", b"") in (b"struct", "struct") and fields:
+            first = node[fields[0]]
+            refs = isinstance(first, h5py.Dataset) and h5py.check_dtype(ref=first.dtype)
+            shape = tuple(reversed(first.shape)) if refs else (1, 1)
+            return f"a MATLAB struct array {_dims(shape)} with fields {fields}"
+        return f"an HDF5 group with {fields[:8]}"
+    shape = tuple(reversed(node.shape)) if matlab else node.shape
+    cls = node.attrs.get("MATLAB_class", b"")
+    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    return f"a {cls or node.dtype} array of shape {shape}"
+
+
 def _h5_struct(f: h5py.File, group: h5py.Group, where: str) -> _Struct:
     """Struct array layout: each field a dataset of object references (shape reversed), or, for
     a 1 x 1 struct, each field stored directly in the group."""
@@ -165,8 +181,8 @@ def _read_variable(path: Path, variable: str | None) -> Any:
             with h5py.File(path, "r") as f:
                 names = [k for k in f if not k.startswith("#")]
                 if variable not in names:
-                    found = {k: _h5_value(f, f[k], f"{path}:{k}") for k in names}
-                    raise RDMFileError(f"{path}: no variable {variable!r}; found {_listing(found)}")
+                    found = "; ".join(f"{k!r}: {_h5_describe(f[k], True)}" for k in sorted(names))
+                    raise RDMFileError(f"{path}: no variable {variable!r}; found {found or 'nothing'}")
                 return _h5_value(f, f[variable], where)
         if suffix == ".mat":
             try:
@@ -188,9 +204,8 @@ def _read_variable(path: Path, variable: str | None) -> Any:
         if suffix in (".h5", ".hdf5"):
             with h5py.File(path, "r") as f:
                 if variable not in f:
-                    found = {k: f[k][()] if isinstance(f[k], h5py.Dataset) else _Struct((), {})
-                             for k in f}
-                    raise RDMFileError(f"{path}: no dataset {variable!r}; found {_listing(found)}")
+                    found = "; ".join(f"{k!r}: {_h5_describe(f[k], False)}" for k in sorted(f))
+                    raise RDMFileError(f"{path}: no dataset {variable!r}; found {found or 'nothing'}")
                 node = f[variable]
                 if not isinstance(node, h5py.Dataset):
                     raise RDMFileError(f"{where}: an HDF5 group, not a dataset; {ACCEPTED}")
