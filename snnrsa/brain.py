@@ -48,12 +48,69 @@ def split_session_ceilings(session_rdms: np.ndarray, method: str = "spearman"
             for s in session_rdms]
 
 
+def _image_order(cfg: Any, sets: dict[str, Any], images_dir: Path, path: Path) -> list[str]:
+    """Image file names in RDM order: the files' pattern descriptors (rsatoolbox), else
+    ``brain.images``, else the sorted ``image_glob`` files. RDMs whose patterns name the images
+    are permuted in place to that order."""
+    from snnrsa.data.rdm_file import RDMFileError, match_images
+
+    files = sorted(p.name for p in images_dir.glob(cfg.image_glob))
+    names = list(cfg.images)
+    for roi, rset in sets.items():
+        where = f"{path}:{cfg.rois[roi]}"
+        rows = match_images(rset.patterns, files, cfg.pattern_descriptor not in ("auto", "none"),
+                            where)
+        if rows is None:
+            continue
+        names = names or rows
+        if sorted(rows) != sorted(names):
+            raise RDMFileError(f"{where}: its patterns {rows[:3]}... are not the images "
+                               f"{names[:3]}... (brain.images or another ROI)")
+        perm = [rows.index(n) for n in names]
+        rset.rdms = rset.rdms[:, perm][:, :, perm]
+    names = names or files
+    if not names:
+        raise RDMFileError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+    absent = [n for n in names if not (images_dir / n).is_file()]
+    if absent:
+        raise RDMFileError(f"brain.images_dir: {len(absent)} images missing from {images_dir}, "
+                           f"e.g. {absent[:3]}")
+    return names
+
+
+def _align_subjects(cfg: Any, grouped: dict[str, Any], path: Path) -> list[str]:
+    """Subject labels; ROIs whose files name their subjects are permuted in place to one order."""
+    from snnrsa.data.rdm_file import RDMFileError
+
+    counts = {roi: g.rdms.shape[0] for roi, g in grouped.items()}
+    if len(set(counts.values())) != 1:
+        raise RDMFileError(f"{path}: ROIs hold different subject counts {counts}")
+    n_subj = next(iter(counts.values()))
+    if cfg.subjects:
+        if len(cfg.subjects) != n_subj:
+            raise RDMFileError(f"brain.subjects has {len(cfg.subjects)} labels for {n_subj} "
+                               f"subjects in {path}")
+        return list(cfg.subjects)
+    named = {roi: g.subjects for roi, g in grouped.items() if g.subjects is not None}
+    if not named:
+        return [f"sub-{i + 1:02d}" for i in range(n_subj)]
+    subjects = next(iter(named.values()))
+    for roi, labels in named.items():
+        if sorted(labels) != sorted(subjects):
+            raise RDMFileError(f"{path}: ROI {roi} names subjects {labels}, another ROI "
+                               f"{subjects}; set brain.subjects to pair them by position instead")
+        perm = [labels.index(s) for s in subjects]
+        g = grouped[roi]
+        g.rdms = g.rdms[perm]
+        g.sessions = None if g.sessions is None else g.sessions[perm]
+    return subjects
+
+
 def _rdm_file_brain(cfg: Any) -> Brain:
     """Precomputed RDMs (any form of snnrsa.data.rdm_file); every ROI must hold the same subjects
-    over the same images. Image order: the file's pattern descriptor (rsatoolbox files), else
-    ``brain.images``, else the sorted ``image_glob`` files. Subjects named in the files are aligned
-    by name across ROIs; ``brain.subjects`` relabels them in order."""
-    from snnrsa.data.rdm_file import RDMFileError, by_subject, check_size, match_images, read_rdm_set
+    over the same images. Subjects named in the files are aligned by name across ROIs;
+    ``brain.subjects`` relabels them in order."""
+    from snnrsa.data.rdm_file import RDMFileError, by_subject, check_size, read_rdm_set
 
     root = Path(cfg.root).expanduser()
     images_dir = root / cfg.images_dir
@@ -66,54 +123,13 @@ def _rdm_file_brain(cfg: Any) -> Brain:
             "pattern": cfg.pattern_descriptor}
     sets = {roi: read_rdm_set(path, var, cfg.axis_order, cfg.struct_axes, desc)
             for roi, var in cfg.rois.items()}
-    files = sorted(p.name for p in images_dir.glob(cfg.image_glob))
-    names = list(cfg.images)
-    for roi, rset in sets.items():
-        where = f"{path}:{cfg.rois[roi]}"
-        rows = match_images(rset.patterns, files, cfg.pattern_descriptor not in ("auto", "none"),
-                            where)
-        if rows is None:
-            continue
-        if not names:
-            names = rows
-        if sorted(rows) != sorted(names):
-            raise RDMFileError(f"{where}: its patterns {rows[:3]}... are not the images "
-                               f"{names[:3]}... (brain.images or another ROI)")
-        perm = [rows.index(n) for n in names]
-        rset.rdms = rset.rdms[:, perm][:, :, perm]
-    names = names or files
-    if not names:
-        raise RDMFileError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
-    missing_img = [n for n in names if not (images_dir / n).is_file()]
-    if missing_img:
-        raise RDMFileError(f"brain.images_dir: {len(missing_img)} images missing from "
-                           f"{images_dir}, e.g. {missing_img[:3]}")
+    names = _image_order(cfg, sets, images_dir, path)
     grouped = {}
     for roi, rset in sets.items():
-        where = f"{path}:{cfg.rois[roi]}"
-        check_size(rset.rdms, len(names), where)
-        grouped[roi] = by_subject(rset, cfg.sessions, where)
-    counts = {roi: g.rdms.shape[0] for roi, g in grouped.items()}
-    if len(set(counts.values())) != 1:
-        raise RDMFileError(f"{path}: ROIs hold different subject counts {counts}")
-    n_subj = next(iter(counts.values()))
-    named = {roi: g.subjects for roi, g in grouped.items()
-             if g.subjects is not None and not cfg.subjects}
-    subjects = next(iter(named.values())) if named else [f"sub-{i + 1:02d}" for i in range(n_subj)]
-    for roi, labels in named.items():
-        if sorted(labels) != sorted(subjects):
-            raise RDMFileError(f"{path}: ROI {roi} names subjects {labels}, another ROI "
-                               f"{subjects}; set brain.subjects to pair them by position instead")
-        perm = [labels.index(s) for s in subjects]
-        g = grouped[roi]
-        g.rdms = g.rdms[perm]
-        g.sessions = None if g.sessions is None else g.sessions[perm]
-    if cfg.subjects:
-        if len(cfg.subjects) != n_subj:
-            raise RDMFileError(f"brain.subjects has {len(cfg.subjects)} labels for {n_subj} "
-                               f"subjects in {path}")
-        subjects = list(cfg.subjects)
-    missing = np.full((n_subj, len(names)), -1)
+        check_size(rset.rdms, len(names), f"{path}:{cfg.rois[roi]}")
+        grouped[roi] = by_subject(rset, cfg.sessions, f"{path}:{cfg.rois[roi]}")
+    subjects = _align_subjects(cfg, grouped, path)
+    missing = np.full((len(subjects), len(names)), -1)
     sessions = {roi: g.sessions for roi, g in grouped.items() if g.sessions is not None}
     return Brain(subjects, names, [[images_dir / n] for n in names],
                  {roi: g.rdms for roi, g in grouped.items()}, missing, missing, sessions)

@@ -187,6 +187,29 @@ def test_struct_elements_as_rois(tmp_path: Path, version: str) -> None:
         brain_of(tmp_path, "fig1.mat", '{mIT: "RDMs_fig1(3)"}')
 
 
+def test_subjects_aligned_by_name_across_rois(tmp_path: Path) -> None:
+    rdms = session_rdms(8)[:, 0]
+    images(tmp_path)
+
+    def struct(order: list[int], labels: list[str]) -> np.ndarray:
+        st = np.empty((1, len(order)), dtype=[("RDM", "O"), ("name", "O")])
+        for k, s in enumerate(order):
+            st[0, k] = (rdms[s], labels[s])
+        return st
+
+    names = [f"S{s}" for s in range(N_SUBJ)]
+    scipy.io.savemat(tmp_path / "r.mat", {"A": struct([0, 1, 2, 3], names),
+                                          "B": struct([3, 1, 0, 2], names),
+                                          "C": struct([0, 1, 2, 3], [f"T{s}" for s in range(4)])})
+    brain = brain_of(tmp_path, "r.mat", "{A: A, B: B}")
+    assert brain.subjects == names
+    np.testing.assert_allclose(brain.rdms["B"], brain.rdms["A"], rtol=0, atol=0)
+    with pytest.raises(RDMFileError, match=r"names subjects \['T0'.*brain.subjects"):
+        brain_of(tmp_path, "r.mat", "{A: A, C: C}")
+    relabelled = brain_of(tmp_path, "r.mat", "{A: A, C: C}", "brain.subjects=[a,b,c,d]")
+    assert relabelled.subjects == ["a", "b", "c", "d"]
+
+
 @pytest.mark.parametrize("form", ["mat_1xm", "npz_subject_pair", "npy_pair_subject"])
 def test_condensed_vectors(tmp_path: Path, form: str) -> None:
     rdms = session_rdms(2)[:, 0].astype(np.float64)
