@@ -315,13 +315,17 @@ def test_malformed_mat_files_name_file_variable_and_content(tmp_path: Path, case
     assert "bad.mat" in str(err.value)
 
 
-@pytest.mark.parametrize("case", ["garbage_mat", "v73_struct_without_RDM", "rsatoolbox_pkl_not_rdms",
+@pytest.mark.parametrize("case", ["garbage_mat", "empty_mat", "truncated_mat",
+                                  "v73_struct_without_RDM", "v73_missing_variable",
+                                  "v73_cell_array", "rsatoolbox_pkl_not_rdms",
                                   "rsatoolbox_hdf5_truncated", "rsatoolbox_unknown_roi",
-                                  "unknown_suffix", "v73_missing_variable", "v73_cell_array"])
+                                  "unknown_suffix"])
 def test_malformed_files_fail_with_a_message(tmp_path: Path, case: str) -> None:
     images(tmp_path)
     name, var, message = {
         "garbage_mat": ("bad.mat", "R", "not a readable MATLAB file"),
+        "empty_mat": ("bad.mat", "R", "not a readable MATLAB file"),
+        "truncated_mat": ("bad.mat", "R", "not a readable MATLAB file"),
         "v73_struct_without_RDM": ("bad.mat", "R", r"bad.mat:R: holds a MATLAB struct array 1 x 1 with "
                               r"fields \['x'\], without an RDM"),
         "rsatoolbox_pkl_not_rdms": ("bad.pkl", "all", "not a readable rsatoolbox RDMs pkl file"),
@@ -336,6 +340,11 @@ def test_malformed_files_fail_with_a_message(tmp_path: Path, case: str) -> None:
     path = tmp_path / name
     if case == "garbage_mat" or case == "unknown_suffix":
         path.write_bytes(b"this is not a MAT file at all" * 10)
+    elif case == "empty_mat":
+        path.write_bytes(b"")
+    elif case == "truncated_mat":
+        scipy.io.savemat(path, {"R": matlab_struct(session_rdms(0), "hIT")})
+        path.write_bytes(path.read_bytes()[:300])
     elif case == "v73_struct_without_RDM":  # an HDF5 .mat whose variable is a struct without RDM
         with h5py.File(path, "w") as f:
             f.create_group("R").attrs["MATLAB_class"] = np.bytes_("struct")

@@ -31,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 import scipy.io
+from scipy.io.matlab import MatReadError
 
 AXES = {"subject,image,image", "image,image,subject", "image,image", "subject,pair", "pair,subject"}
 STRUCT_ROLES = ("subject", "session", "none")
@@ -187,7 +188,7 @@ def _read_variable(path: Path, variable: str | None) -> Any:
         if suffix == ".mat":
             try:
                 mat = scipy.io.loadmat(path)
-            except (ValueError, NotImplementedError, TypeError, OSError) as err:
+            except (MatReadError, ValueError, NotImplementedError, TypeError, OSError) as err:
                 raise RDMFileError(f"{path}: not a readable MATLAB file ({err})") from None
             found = {k: _from_scipy(v) for k, v in mat.items() if not k.startswith("__")}
             if variable not in found:
