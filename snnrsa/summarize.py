@@ -354,7 +354,8 @@ def noise_ceilings(run_dirs: Sequence[Path]) -> pd.DataFrame:
         log.warning("different brain RDMs for the same ROI across runs; ceilings are averaged")
     out = out.groupby("roi", as_index=False, sort=False).agg(
         lower=("lower", "mean"), upper=("upper", "mean"), n_subjects=("n_subjects", "first"),
-        n_stimuli=("n_stimuli", "first"), **{c: (c, "mean") for c in split})
+        n_stimuli=("n_stimuli", "first"),
+        **{c: (c, "first" if c == "n_sessions" else "mean") for c in split})
     order = roi_order(out.roi)
     return out.sort_values("roi", key=lambda s: s.map(order.index)).reset_index(drop=True)
 
