@@ -28,25 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
+
+from snnrsa.data.rdm_read import (
+    ACCEPTED,
+    MatStruct,
+    RDMFileError,
+    describe,
+    dims,
+    from_scipy,
+    is_rsatoolbox,
+    read_variable,
+)
 
 AXES = {"subject,image,image", "image,image,subject", "image,image", "subject,pair", "pair,subject"}
 STRUCT_ROLES = ("subject", "session", "none")
 SESSION_MODES = ("mean", "separate")
 RSATOOLBOX_SUFFIXES = (".pkl", ".hdf5", ".h5")
-ACCEPTED = (
-    "accepted forms: a numeric stack (axis_order subject,image,image | image,image,subject | "
-    "image,image), condensed vectors of n(n-1)/2 dissimilarities (1 x m, or subjects x m with "
-    "axis_order=subject,pair), a MATLAB RSA-toolbox struct array with an RDM field (v5 or v7.3), "
-    "or an rsatoolbox RDMs file (RDMs.save, hdf5 or pkl)"
-)
-
-
-class RDMFileError(ValueError):
-    """A precomputed-RDM input that cannot be used; the message names the file and variable."""
 
 
 @dataclass
@@ -60,174 +58,6 @@ class RDMSet:
     patterns: dict[str, list[str]]
     named: bool = True  # subjects are names from the file (not positions)
 
-
-@dataclass
-class _Struct:
-    """A MATLAB struct array: its MATLAB shape and, per field, an object array of that shape."""
-
-    shape: tuple[int, ...]
-    fields: dict[str, np.ndarray]
-
-    def describe(self) -> str:
-        return f"a MATLAB struct array {_dims(self.shape)} with fields {sorted(self.fields)}"
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return " x ".join(str(s) for s in shape) if shape else "scalar"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, _Struct):
-        return value.describe()
-    if isinstance(value, str):
-        return f"text {value[:40]!r}"
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        return f"a MATLAB cell array / object array {_dims(arr.shape)}"
-    if arr.dtype.kind in "US":
-        return f"text of shape {arr.shape}"
-    return f"a {arr.dtype} array of shape {arr.shape}"
-
-
-# ----------------------------------------------------------------------------------- MATLAB v7.3
-
-def _h5_value(f: h5py.File, node: Any, where: str) -> Any:
-    """A MATLAB v7.3 value: numeric arrays transposed back to MATLAB order, char as str."""
-    if isinstance(node, h5py.Group):
-        if node.attrs.get("MATLAB_class", b"") in (b"struct", "struct"):
-            return _h5_struct(f, node, where)
-        return _Struct((), {})  # an unknown group; described as a struct without fields
-    cls = node.attrs.get("MATLAB_class", b"")
-    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-    if "MATLAB_empty" in node.attrs and node.attrs["MATLAB_empty"]:
-        return "" if cls == "char" else np.zeros((0, 0))
-    if cls == "char":
-        return "".join(chr(c) for c in np.asarray(node[()]).T.ravel())
-    if h5py.check_dtype(ref=node.dtype) is not None:
-        refs = np.asarray(node[()])
-        out = np.empty(refs.shape, dtype=object)
-        for idx in np.ndindex(refs.shape):
-            out[idx] = _h5_value(f, f[refs[idx]], where)
-        return out.T  # a cell array
-    return np.transpose(node[()])
-
-
-def _h5_describe(node: Any, matlab: bool) -> str:
-    """What an HDF5 node holds, from its metadata only (MATLAB order where ``matlab``)."""
-    if isinstance(node, h5py.Group):
-        fields = sorted(node)
-        if matlab and node.attrs.get("MATLAB_class", b"") in (b"struct", "struct") and fields:
-            first = node[fields[0]]
-            refs = isinstance(first, h5py.Dataset) and h5py.check_dtype(ref=first.dtype)
-            shape = tuple(reversed(first.shape)) if refs else (1, 1)
-            return f"a MATLAB struct array {_dims(shape)} with fields {fields}"
-        return f"an HDF5 group with {fields[:8]}"
-    shape = tuple(reversed(node.shape)) if matlab else node.shape
-    cls = node.attrs.get("MATLAB_class", b"")
-    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-    return f"a {cls or node.dtype} array of shape {shape}"
-
-
-def _h5_struct(f: h5py.File, group: h5py.Group, where: str) -> _Struct:
-    """Struct array layout: each field a dataset of object references (shape reversed), or, for
-    a 1 x 1 struct, each field stored directly in the group."""
-    fields = {k: group[k] for k in group}
-    if not fields:
-        return _Struct((1, 1), {})
-    ref_fields = [isinstance(d, h5py.Dataset) and h5py.check_dtype(ref=d.dtype) is not None
-                  and d.attrs.get("MATLAB_class", b"") not in (b"cell", "cell")
-                  for d in fields.values()]
-    if all(ref_fields):
-        shapes = {d.shape for d in fields.values()}
-        if len(shapes) != 1:
-            raise RDMFileError(f"{where}: struct fields have different shapes {sorted(shapes)}")
-        shape = tuple(reversed(next(iter(shapes))))
-        out = {}
-        for name, d in fields.items():
-            refs = np.asarray(d[()]).T  # MATLAB order
-            vals = np.empty(shape, dtype=object)
-            for idx in np.ndindex(shape):
-                vals[idx] = _h5_value(f, f[refs[idx]], where)
-            out[name] = vals
-        return _Struct(shape, out)
-    out = {}
-    for name, node in fields.items():
-        cell = np.empty((1, 1), dtype=object)
-        cell[0, 0] = _h5_value(f, node, where)
-        out[name] = cell
-    return _Struct((1, 1), out)
-
-
-# -------------------------------------------------------------------------------------- reading
-
-def _from_scipy(value: Any) -> Any:
-    """scipy.io.loadmat values: structured arrays become _Struct, char arrays become str."""
-    if isinstance(value, np.ndarray) and value.dtype.names:
-        return _Struct(value.shape, {k: value[k] for k in value.dtype.names})
-    if isinstance(value, np.ndarray) and value.dtype.kind == "U":
-        return "".join(value.ravel().tolist())
-    return value
-
-
-def _listing(items: dict[str, Any]) -> str:
-    return "; ".join(f"{k!r}: {_describe(v)}" for k, v in sorted(items.items())) or "nothing"
-
-
-def _read_variable(path: Path, variable: str | None) -> Any:
-    """The raw variable: a numeric array, a _Struct, or anything else (described in errors)."""
-    suffix = path.suffix.lower()
-    where = f"{path}:{variable}" if variable else str(path)
-    try:
-        if suffix == ".mat" and h5py.is_hdf5(path):  # MATLAB v7.3
-            with h5py.File(path, "r") as f:
-                names = [k for k in f if not k.startswith("#")]
-                if variable not in names:
-                    found = "; ".join(f"{k!r}: {_h5_describe(f[k], True)}" for k in sorted(names))
-                    raise RDMFileError(f"{path}: no variable {variable!r}; found {found or 'nothing'}")
-                return _h5_value(f, f[variable], where)
-        if suffix == ".mat":
-            try:
-                mat = scipy.io.loadmat(path)
-            except (MatReadError, ValueError, NotImplementedError, TypeError, OSError) as err:
-                raise RDMFileError(f"{path}: not a readable MATLAB file ({err})") from None
-            found = {k: _from_scipy(v) for k, v in mat.items() if not k.startswith("__")}
-            if variable not in found:
-                raise RDMFileError(f"{path}: no variable {variable!r}; found {_listing(found)}")
-            return found[variable]
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if variable not in z:
-                    found = {k: z[k] for k in z.files}
-                    raise RDMFileError(f"{path}: no array {variable!r}; found {_listing(found)}")
-                return z[variable]
-        if suffix in (".h5", ".hdf5"):
-            with h5py.File(path, "r") as f:
-                if variable not in f:
-                    found = "; ".join(f"{k!r}: {_h5_describe(f[k], False)}" for k in sorted(f))
-                    raise RDMFileError(f"{path}: no dataset {variable!r}; found {found or 'nothing'}")
-                node = f[variable]
-                if not isinstance(node, h5py.Dataset):
-                    raise RDMFileError(f"{where}: an HDF5 group, not a dataset; {ACCEPTED}")
-                return node[()]
-    except RDMFileError:
-        raise
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise RDMFileError(f"{where}: cannot read the file ({type(err).__name__}: {err})") from None
-    raise RDMFileError(f"{path}: unsupported RDM file type {suffix!r} "
-                       "(.mat, .npy, .npz, .h5, .hdf5, .pkl)")
-
-
-def _is_rsatoolbox(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        return True
-    if suffix in (".h5", ".hdf5") and h5py.is_hdf5(path):
-        with h5py.File(path, "r") as f:
-            return "rsatoolbox_version" in f.attrs or (
-                "dissimilarities" in f and "rdm_descriptors" in f)
-    return False
 
 
 def _n_from_pairs(m: int) -> int | None:
@@ -250,7 +80,7 @@ def _squareform(vectors: np.ndarray, where: str) -> np.ndarray:
 def _as_float(value: Any, where: str, what: str) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
-        raise RDMFileError(f"{where}: {what} holds {_describe(value)}, not numbers; {ACCEPTED}")
+        raise RDMFileError(f"{where}: {what} holds {describe(value)}, not numbers; {ACCEPTED}")
     return arr.astype(np.float64)
 
 
@@ -296,7 +126,7 @@ def _struct_roles(shape: tuple[int, ...], struct_axes: list[str], where: str) ->
     big = [i for i, s in enumerate(shape) if s > 1]
     if not struct_axes:
         if len(big) > 1:
-            raise RDMFileError(f"{where}: struct array {_dims(shape)} has several axes; name them, "
+            raise RDMFileError(f"{where}: struct array {dims(shape)} has several axes; name them, "
                                "e.g. brain.struct_axes=[subject, session] (one of "
                                f"{list(STRUCT_ROLES)} per axis longer than 1, MATLAB order)")
         return ["subject" if i in big else "none" for i in range(len(shape))]
@@ -308,12 +138,12 @@ def _struct_roles(shape: tuple[int, ...], struct_axes: list[str], where: str) ->
             roles[i] = role
     else:
         raise RDMFileError(f"{where}: brain.struct_axes={list(struct_axes)} does not fit the struct "
-                           f"array {_dims(shape)}: give a role for every axis or for each of the "
+                           f"array {dims(shape)}: give a role for every axis or for each of the "
                            f"{len(big)} axes longer than 1")
     bad = [shape[i] for i, r in enumerate(roles) if r == "none" and shape[i] > 1]
     if bad:
         raise RDMFileError(f"{where}: brain.struct_axes={list(struct_axes)} marks an axis of length "
-                           f"{bad[0]} as none in struct array {_dims(shape)}")
+                           f"{bad[0]} as none in struct array {dims(shape)}")
     return roles
 
 
@@ -326,7 +156,7 @@ def _subject_label(names: list[str], shared: set[str]) -> str:
     return " | ".join(own or common) or names[0]
 
 
-def _struct_rdms(st: _Struct, where: str, struct_axes: list[str]) -> RDMSet:
+def _struct_rdms(st: MatStruct, where: str, struct_axes: list[str]) -> RDMSet:
     if "RDM" not in st.fields:
         raise RDMFileError(f"{where}: holds {st.describe()}, without an RDM field; {ACCEPTED}")
     if not st.shape or math.prod(st.shape) == 0:
@@ -350,7 +180,7 @@ def _struct_rdms(st: _Struct, where: str, struct_axes: list[str]) -> RDMSet:
     names = None
     if "name" in st.fields:
         raw = [st.fields["name"][i] for i in idx]
-        names = [_from_scipy(v) if not isinstance(v, str) else v for v in raw]
+        names = [from_scipy(v) if not isinstance(v, str) else v for v in raw]
         names = [v if isinstance(v, str) else "" for v in names]
     labels, named = [f"sub-{s + 1:02d}" for s in subj], False
     if names and all(names):
@@ -410,11 +240,11 @@ def _split_index(variable: str | None) -> tuple[str | None, tuple[int, ...] | No
     return match[1], tuple(int(i) for i in match[2].split(","))
 
 
-def _struct_element(value: Any, index: tuple[int, ...], where: str) -> _Struct:
+def _struct_element(value: Any, index: tuple[int, ...], where: str) -> MatStruct:
     """One element of a struct array, by MATLAB linear index (column-major) or subscripts."""
-    if not isinstance(value, _Struct):
+    if not isinstance(value, MatStruct):
         raise RDMFileError(f"{where}: indexing needs a struct array, the variable holds "
-                           f"{_describe(value)}")
+                           f"{describe(value)}")
     shape = value.shape
     try:
         if len(index) == 1:
@@ -425,11 +255,11 @@ def _struct_element(value: Any, index: tuple[int, ...], where: str) -> _Struct:
             raise ValueError
     except ValueError:
         raise RDMFileError(f"{where}: index {index} is outside the struct array "
-                           f"{_dims(shape)}") from None
+                           f"{dims(shape)}") from None
     fields = {k: np.array([[None]], dtype=object) for k in value.fields}
     for k, v in value.fields.items():
         fields[k][0, 0] = v[sub]
-    return _Struct((1, 1), fields)
+    return MatStruct((1, 1), fields)
 
 
 def _check(rdms: np.ndarray, where: str) -> None:
@@ -462,14 +292,14 @@ def read_rdm_set(
     if axis_order not in AXES:
         raise RDMFileError(f"axis_order={axis_order!r} must be one of {sorted(AXES)}")
     where = f"{path}:{variable}" if variable else str(path)
-    if _is_rsatoolbox(path):
+    if is_rsatoolbox(path):
         rset = _rsatoolbox_rdms(path, variable, descriptors or {})
     else:
         base, index = _split_index(variable)
-        value = _read_variable(path, base)
+        value = read_variable(path, base)
         if index is not None:
             value = _struct_element(value, index, where)
-        if isinstance(value, _Struct):
+        if isinstance(value, MatStruct):
             rset = _struct_rdms(value, where, list(struct_axes or []))
             rset.named = rset.named and index is None  # an element's name is not a subject's
         else:
