@@ -28,8 +28,6 @@ from snnrsa.schema import (
 )
 from snnrsa.schema import __all__ as _schema_names
 
-RENAMED: dict[str, str] = {}  # old key -> new key; an old key fails naming the new one
-
 
 def _typed_group(group: str, node: Any, schemas: dict[str, type]) -> Any:
     name = node.get("name") if isinstance(node, DictConfig) else None
@@ -39,11 +37,9 @@ def _typed_group(group: str, node: Any, schemas: dict[str, type]) -> Any:
 
 
 def _unknown_key(group: str, schema: type, err: ConfigKeyError) -> ConfigError:
-    """Name the unknown key, the key it was renamed to if so, and the keys the group has."""
+    """Name the unknown key and the keys the group has."""
     key = str(getattr(err, "key", "") or "")
     full = key if group == "<root>" else f"{group}.{key}"
-    if full in RENAMED:
-        return ConfigError(f"{full} was renamed: use {RENAMED[full]}")
     keys = sorted(schema.__dataclass_fields__)
     return ConfigError(f"invalid config in group '{group}': unknown key {full!r}; "
                        f"{schema.__name__} has {keys}")
@@ -82,4 +78,4 @@ def resolve(cfg: DictConfig) -> Config:
     return obj
 
 
-__all__ = ["RENAMED", "resolve", *_schema_names]
+__all__ = ["resolve", *_schema_names]

@@ -287,7 +287,7 @@ class NorseLIF(nn.Module):
     """norse ``LIFBoxCell`` (current-free LIF) in the shared parameterisation.
 
     norse 1.1.0's SuperSpike surrogate ignores ``alpha`` and equals snntorch's fast sigmoid with
-    slope 1, so that is the only surrogate accepted here (checked in ``config.validate``).
+    slope 1, so that is the only surrogate accepted here (checked in ``schema.validate``).
     ``impl='fast'`` runs norse's own arithmetic (``lif_box_feed_forward_step``) in one fused node.
     """
 

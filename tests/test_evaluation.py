@@ -1,4 +1,4 @@
-"""The RSA step of tracking against scipy, and BatchNorm mode switching."""
+"""The RSA step of the run loop against scipy, and BatchNorm mode switching."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Cases (eval mode, torch.no_grad, batches of --batch):
   plain            a plain nn.Sequential CNN with the same weights, forward to the logits
-  snnrsa           Network.features(x, conv1..fc1) of the rate network (what tracking runs),
+  snnrsa           Network.features(x, conv1..fc1) of the rate network (what the run loop runs),
                    defaults: channels-last frames and BatchNorm folded (no-grad eval only)
   snnrsa_nofast    the same with Backbone.channels_last = Backbone.fold_bn = False
   snnrsa_cl_only / snnrsa_foldbn_only   one of the two

@@ -101,8 +101,8 @@ def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
     device = resolve_device(cfg.device, job_num)
     meta = run_metadata(config_yaml, device)
     write_metadata(out_dir, meta)
+    evalset = load_eval_set(cfg)  # first: bad brain input fails before the training set loads
     data = load_training_data(cfg.data, run_seed=cfg.seed)
-    evalset = load_eval_set(cfg)
     brain = evalset.brain
     log.info("training set %d images (%d classes); %d evaluation conditions at %d px; "
              "ROIs %s; subjects %s; device %s", len(data.train_labels), len(data.classes),

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from snnrsa.schema._field import ConfigError
-from snnrsa.schema.groups import SPIKING_NEURONS, Config, layer_names
+from snnrsa.schema.groups import SPIKING_NEURONS, STRUCT_AXIS_ROLES, Config, layer_names
 
 
 def check_choices(node: Any, prefix: str = "") -> None:
@@ -25,10 +25,21 @@ def check_choices(node: Any, prefix: str = "") -> None:
 def validate(cfg: Config) -> None:
     """Reject impossible values and combinations before any work, naming the offending keys."""
     check_choices(cfg)
+    _check_brain(cfg)
     _check_neuron(cfg)
     _check_coding(cfg)
     _check_layers(cfg)
     _check_sizes_and_run(cfg)
+
+
+def _check_brain(cfg: Config) -> None:
+    if cfg.brain.name == "rdm_file":
+        axes = cfg.brain.struct_axes
+        bad = [a for a in axes if a not in STRUCT_AXIS_ROLES]
+        twice = [r for r in ("subject", "session") if axes.count(r) > 1]
+        if bad or twice:
+            raise ConfigError(f"brain.struct_axes={axes}: each axis is one of "
+                              f"{list(STRUCT_AXIS_ROLES)}, subject and session at most once")
 
 
 def _check_neuron(cfg: Config) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from snnrsa.schema._field import choice
 
 SPIKING_NEURONS = ("snntorch_lif", "norse_lif")
+STRUCT_AXIS_ROLES = ("subject", "session", "none")
 INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest", "box")  # data.images.INTERPOLATION
 
 
@@ -123,7 +124,20 @@ class RDMFileBrainConfig:
     root: str = "."  # folder that relative ``path`` and ``images_dir`` start from
     path: str = "???"
     rois: dict[str, str] = field(default_factory=dict)  # ROI name -> variable in the file
-    axis_order: str = "subject,image,image"  # MATLAB/numpy order of each variable
+    # numeric variables, MATLAB/numpy order: subject,image,image | image,image,subject |
+    # image,image | subject,pair | pair,subject (condensed rows / columns)
+    axis_order: str = choice("subject,image,image", "subject,image,image", "image,image,subject",
+                             "image,image", "subject,pair", "pair,subject")
+    # MATLAB struct arrays: role of each axis (or of each axis longer than 1), MATLAB order:
+    # subject | session | none (STRUCT_AXIS_ROLES); [] = the one axis longer than 1 is the subject
+    struct_axes: list[str] = field(default_factory=list)
+    # mean (average each subject's sessions) | separate (also keep them)
+    sessions: str = choice("mean", "mean", "separate")
+    subject_descriptor: str = "subject"  # rsatoolbox files: rdm descriptor naming the subject
+    session_descriptor: str = "session"  # rsatoolbox files: rdm descriptor naming the session
+    # rsatoolbox files: pattern descriptor holding the image names (RDM order); auto = the one
+    # whose values all name images in images_dir, else file order; none = file order
+    pattern_descriptor: str = "auto"
     images_dir: str = "???"
     images: list[str] = field(default_factory=list)  # file names in RDM order; [] = sorted glob
     image_glob: str = "*.jpg"

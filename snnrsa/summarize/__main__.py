@@ -1,0 +1,3 @@
+from snnrsa.summarize.cli import main
+
+main()
