@@ -12,16 +12,16 @@ from PIL import Image
 
 from snnrsa.brain import load_brain
 from snnrsa.data.images import load_images
-from snnrsa.data.rdm_file import load_rdm_stack
+from snnrsa.data.rdm_file import RDMFileError, load_rdm_stack
 from snnrsa.data.training import load_training_data
 from snnrsa.rsa import correlation_rdm, spearman
 
-from conftest import SHARED, typed_cfg
+from conftest import SHARED, needs_shared, typed_cfg
 
 CICHY = SHARED / "cichy92_algonauts2019"
 CIFAR = SHARED / "cifar10_subset"
-needs_cichy = pytest.mark.skipif(not CICHY.is_dir(), reason=f"92-image set not present at {CICHY}")
-needs_cifar = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR subset not present at {CIFAR}")
+needs_cichy = needs_shared(CICHY)
+needs_cifar = needs_shared(CIFAR)
 
 
 def random_rdms(n_subj: int, n: int, seed: int = 0) -> np.ndarray:
@@ -126,9 +126,9 @@ def test_rdm_file_size_and_variable_errors(tmp_path: Path) -> None:
     np.savez(path, evc=random_rdms(2, 5))
     with pytest.raises(ValueError, match="5 x 5 but there are 6"):
         load_rdm_stack(path, "evc", "subject,image,image", 6)
-    with pytest.raises(KeyError, match="'it'.*evc"):
+    with pytest.raises(RDMFileError, match="'it'.*evc"):
         load_rdm_stack(path, "it", "subject,image,image")
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(RDMFileError, match="not found.*missing.npz"):
         load_rdm_stack(tmp_path / "missing.npz", "evc", "subject,image,image")
 
 
