@@ -37,6 +37,7 @@ from snnrsa.rsa import (
     to_rsatoolbox,
     upper_tri,
 )
+from snnrsa.rsa._wrank import pooled_rank_products
 
 TOL = 1e-8
 RSA_METHODS = ("spearman", "corr", "tau-a", "cosine", "cosine_cov", "corr_cov")
@@ -332,6 +333,48 @@ def test_bootstrap_heavy_resample_matches_rsatoolbox():
         np.testing.assert_allclose(got, ref, atol=TOL)
         ceil = bootstrap_noise_ceiling(rdms, method, indices=row[None])[0]
         np.testing.assert_allclose(ceil, boot_noise_ceiling(rs, method=method), atol=TOL)
+
+
+def test_bootstrap_ceiling_radix_passes_match_rsatoolbox():
+    """60 stimuli: pooled-rank keys need two radix digits (720 stimuli need two as well)."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((60, 5))
+    subj = np.array([pdist(base + rng.standard_normal((60, 5)), "correlation") for _ in range(3)])
+    subj[1] = np.round(subj[1], 1)  # a subject with many ties
+    idx = bootstrap_indices(60, 3, seed=2)
+    ceil = bootstrap_noise_ceiling(subj, "spearman", indices=idx)
+    boot = bootstrap_compare(subj[:1], subj[1:], "spearman", indices=idx)
+    for b, row in enumerate(idx):
+        rs = _rsatoolbox_resample(subj, None, row)
+        np.testing.assert_allclose(ceil[b], boot_noise_ceiling(rs, method="spearman"), atol=TOL)
+        pair = [_rsatoolbox_resample(v, None, row) for v in (subj[:1], subj[1:])]
+        ref = rsa_compare(*pair, "spearman")
+        np.testing.assert_allclose(boot[b], ref, atol=TOL)
+
+
+def test_pooled_rank_products_three_digits():
+    """The compiled LSD radix path on 30-bit keys (3 digits) equals a plain sort."""
+    rng = np.random.default_rng(3)
+    m, rows = 5000, 3
+    table = np.empty((m, rows + 1), dtype=np.int64)
+    table[:, 0] = rng.integers(1, 5, m)
+    table[:, 1:] = rng.integers(-(2**27), 2**27, (m, rows)) // 2**20 * 2**20  # coarse: ties
+    n_tot = int(table[:, 0].sum())
+    offset = rows * 2**27
+    bits = int(2 * offset).bit_length()
+    assert bits > 22
+    keys = (np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
+    recs = (np.empty_like(table), np.empty_like(table))
+    for leave in (-1, 1):
+        acc = np.empty(rows)
+        ties = pooled_rank_products(table, leave, offset, bits, n_tot, *keys, *recs, acc)
+        key = table[:, 1:].sum(1) - (table[:, 1 + leave] if leave >= 0 else 0) + offset
+        _, group = np.unique(key, return_inverse=True)
+        gw = np.bincount(group, weights=table[:, 0])
+        value = (2 * (np.cumsum(gw) - gw) + gw - n_tot)[group]
+        np.testing.assert_allclose(acc, (table[:, 0] * value) @ table[:, 1:], rtol=1e-12)
+        assert ties == pytest.approx(np.sum(gw**3 - gw))
+        assert len(gw) < m  # ties present
 
 
 def test_bootstrap_identity_resample_and_conventions():

@@ -9,6 +9,11 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
+  spikingjelly  SpikingJelly 2.0's multi-step LIFNode (step_mode='m'; on CPU its torch
+             implementation: one autograd op, tensor ops per time step, hand-written backward; on
+             CUDA the implementation it selects itself, reported) between the same conv/BN/pool/FC
+             modules, folded over time as its SeqToANNContainer does; settings mapped from
+             snnrsa's neuron (see SJ_MAPPING). Skipped with a message when not installed.
   fast+ckpt  (--checkpoint K) fast with backbone.time_checkpoint = K (conv blocks recomputed K time
              steps at a time in backward: the BPTT memory bound; tools/bench_memory.py)
 Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
@@ -39,6 +44,14 @@ import torch
 import torch.nn.functional as F
 from bench_memory import rss_peak, rss_peak_reset  # tools/ is on sys.path when run as a script
 from norse.torch import LIFBoxCell, LIFBoxParameters
+
+try:
+    from spikingjelly.activation_based import functional as sj_functional
+    from spikingjelly.activation_based import neuron as sj_neuron
+    from spikingjelly.activation_based import surrogate as sj_surrogate
+except ImportError as err:  # optional peer: pip install --no-deps spikingjelly loguru
+    sj_neuron = None
+    SJ_MISSING = f"spikingjelly not importable ({err}); its rows are skipped"
 
 from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
@@ -106,6 +119,71 @@ def idiomatic_loss(net: Backbone, seq: torch.Tensor, y: torch.Tensor, lib: str) 
                 x = x.flatten(1)
         out = out + net.head(x)
     return F.cross_entropy(out / seq.shape[0], y)
+
+
+SJ_MAPPING = """\
+# SpikingJelly mapping: LIFNode(tau=1/(1-beta), decay_input=False, v_threshold=threshold,
+#   v_reset=0 (reset=zero), detach_reset=True for snntorch (its reset term is detached) / False
+#   for norse ((1 - z) * v differentiated), surrogate SuperSpike(alpha=1) = 1/(1+|h|)^2 =
+#   snnrsa's fast_sigmoid slope 1 (atan -> ATan(alpha=slope), same formula).
+# Where the models differ: SJ charges h = v - v/tau + x, snnrsa/snntorch beta*v + x (norse
+#   v + c*(x*scale - v)): equal in exact arithmetic, float rounding differs unless 1/tau is a
+#   power of two (beta = 0.5 below: identical); SJ fires at h >= threshold, the libraries at
+#   h > threshold; reset=subtract has no SJ equivalent (SJ subtracts before the next decay, so
+#   the subtracted threshold decays; snntorch subtracts it undecayed)."""
+
+
+def spikingjelly_nodes(cfg: NeuronConfig, backend: str, n: int) -> list:
+    """n SpikingJelly multi-step LIF nodes set as close to snnrsa's neuron as SJ allows."""
+    surr = (sj_surrogate.ATan(alpha=cfg.surrogate_slope) if cfg.surrogate == "atan"
+            else sj_surrogate.SuperSpike(alpha=cfg.surrogate_slope))
+    return [sj_neuron.LIFNode(tau=1.0 / (1.0 - cfg.beta), decay_input=False,
+                              v_threshold=cfg.threshold, v_reset=0.0, surrogate_function=surr,
+                              detach_reset=backend == "snntorch_lif", step_mode="m")
+            for _ in range(n)]
+
+
+def spikingjelly_outputs(net: Backbone, nodes: list, seq: torch.Tensor):
+    """SpikingJelly's multi-step network over snnrsa's modules: (head [T, B, K], layer spikes)."""
+    sj_functional.reset_net(torch.nn.ModuleList(nodes))
+    T, B = seq.shape[:2]
+
+    def fold(f, x):
+        return f(x.flatten(0, 1)).unflatten(0, (T, B))
+
+    x, outs = seq, {}
+    for i, blk in enumerate(net.blocks):
+        x = fold(blk.pool, nodes[i](fold(lambda f, b=blk: b.bn(b.conv(f)), x)))
+        outs[f"conv{i + 1}"] = x
+    x = x.flatten(2)
+    for i, fc in enumerate(net.fcs):
+        x = nodes[len(net.blocks) + i](fold(fc.linear, x))
+        outs[f"fc{i + 1}"] = x
+    return fold(net.head, x), outs
+
+
+def spikingjelly_loss(net: Backbone, nodes: list, seq, y) -> torch.Tensor:
+    head, _ = spikingjelly_outputs(net, nodes, seq)
+    return F.cross_entropy(head.mean(0), y)
+
+
+def spike_check(backend: str, beta: float, T: int, batch: int) -> str:
+    """Every layer's spikes of snnrsa's fast path vs SpikingJelly's on the same weights and input."""
+    cfg = NeuronConfig(name=backend, time_steps=T, beta=beta)
+    torch.manual_seed(0)
+    net = Backbone(BackboneConfig(), cfg, 10).train()
+    g = torch.Generator().manual_seed(2)
+    imgs = torch.rand(batch, 3, 32, 32, generator=g)
+    seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g)
+    with torch.no_grad():
+        _, ours = net(seq)
+        _, theirs = spikingjelly_outputs(net, spikingjelly_nodes(cfg, backend, 4), seq)
+    diff = sum(int((ours[k] != theirs[k]).sum()) for k in ours)
+    total = sum(v.numel() for v in ours.values())
+    rate = sum(float(v.sum()) for v in ours.values()) / total
+    verdict = "identical" if diff == 0 else f"{diff} differ"
+    return (f"spikes {backend} beta={beta} T={T} batch={batch}: {verdict} "
+            f"({total} units x steps, firing rate {rate:.3f})")
 
 
 def folded_loss(net: Backbone, seq, y, static: bool) -> torch.Tensor:
@@ -190,6 +268,8 @@ def main(argv=None) -> None:
                     help="also time fast + backbone.time_checkpoint=K (BPTT memory bound)")
     ap.add_argument("--system-allocator", action="store_true",
                     help="leave glibc's allocator as it is (snnrsa runs call keep_freed_memory)")
+    ap.add_argument("--no-spike-check", dest="spike_check", action="store_false",
+                    help="skip the snnrsa vs SpikingJelly spike comparison (CPU, batch 16, T=8)")
     ap.add_argument("--mem-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     global CKPT_CHUNK
@@ -206,7 +286,21 @@ def main(argv=None) -> None:
     static = args.encoding == "analog"
     print(f"# bench_backbone: device={dev} threads={torch.get_num_threads()} batch={args.batch} "
           f"encoding={args.encoding} torch={torch.__version__} keep_freed_memory={tuned}")
-    ratios = []
+    ratios, sj_ratios = [], []
+    if sj_neuron is None:
+        print(f"# {SJ_MISSING}")
+    else:
+        from importlib.metadata import version
+
+        from spikingjelly.activation_based.functional import neuron_implementation
+
+        impl = neuron_implementation("lif", dev).get("implementation")
+        print(f"# spikingjelly {version('spikingjelly')}: LIF implementation on {dev}: {impl}")
+        print(SJ_MAPPING)
+        if args.spike_check:
+            for backend in args.backends:
+                for beta in (0.5, NeuronConfig().beta):
+                    print("# " + spike_check(backend, beta, 8, 16))
     for T in args.steps:
         g = torch.Generator().manual_seed(1)
         imgs = torch.rand(args.batch, 3, 32, 32, generator=g)
@@ -231,6 +325,10 @@ def main(argv=None) -> None:
             cases[f"{backend}:folded_lib"] = partial(folded_loss, lib, seq, y, static)
             lib_name = "snntorch" if backend == "snntorch_lif" else "norse"
             cases[f"{backend}:{lib_name}"] = partial(idiomatic_loss, lib, seq, y, lib_name)
+            if sj_neuron is not None and not static:
+                sj = make(backend, "fast", T, dev).train()
+                nodes = spikingjelly_nodes(NeuronConfig(name=backend, time_steps=T), backend, 4)
+                cases[f"{backend}:spikingjelly"] = partial(spikingjelly_loss, sj, nodes, seq, y)
         times = {k: [] for k in cases}
         for fn in cases.values():  # warm-up
             step(fn)
@@ -252,6 +350,8 @@ def main(argv=None) -> None:
             print(f"T={T}  {backend}: fast is {med[f'{backend}:{lib_name}'] / f:.2f}x the idiomatic "
                   f"{lib_name} loop, {med[f'{backend}:folded_lib'] / f:.2f}x the folded library loop")
             ratios.append((backend, T, f / b))
+            if f"{backend}:spikingjelly" in med:
+                sj_ratios.append((backend, T, med[f"{backend}:spikingjelly"] / f))
     if args.mem_steps and dev.type == "cpu":
         # one child process per case: peak RSS is per process; saved = bytes kept for backward
         # (checkpointed block inputs are held by the checkpoint, not counted there: see RSS)
@@ -293,6 +393,8 @@ def main(argv=None) -> None:
     print()
     for backend, T, r in ratios:
         print(f"bound_ratio {backend} T={T} {r:.3f}")
+    for backend, T, r in sj_ratios:
+        print(f"vs_spikingjelly {backend} T={T} {r:.2f}")
     sys.stdout.flush()
 
 

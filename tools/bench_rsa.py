@@ -13,7 +13,10 @@ the RDM cases. Where rsatoolbox would take too long, it is timed on a documented
     matrix is 20 copies of the 20,000-feature one side by side, streamed block by block, so its
     exact RDM is the 20,000-feature RDM and rsatoolbox's answer for it is known.
 Cases (b) and (c) are timed with one thread and with every usable core (`n_jobs`); rsatoolbox
-runs single-threaded either way.
+runs single-threaded either way. The two are timed in turn within one run, so a ratio compares
+them under the same load; for a clean one-thread figure run it as `taskset -c 0 python ...`.
+The header prints what the speed depends on (CPU, SIMD levels numpy dispatches to, numba's
+target, thread counts, which kernels run), so a slow machine is diagnosable from the output.
 
 (b) 1,000-resample stimulus bootstrap of per-subject Spearman rho, 720 stimuli, 4 layers x 6 ROIs
     x 3 subjects; reference: the loop body of rsatoolbox's eval_bootstrap_pattern
@@ -27,6 +30,7 @@ runs single-threaded either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -52,6 +56,38 @@ from snnrsa.rsa import (
     compute_rdm,
     streamed_rdm,
 )
+
+
+def machine_lines() -> list[str]:
+    """What the timings depend on: CPU, SIMD numpy dispatches to, numba's target, threads, kernels."""
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numba
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    simd = [k for k in ("AVX2", "FMA3", "AVX512F", "AVX512_SKX", "AVX512_ICL", "AVX512_SPR")
+            if __cpu_features__.get(k)]  # fmt: skip
+    sort = "AVX-512" if __cpu_features__.get("AVX512_SKX") else "AVX2" if simd else "scalar"
+    llvm_feats = llvm.get_host_cpu_features()
+    vec = [k for k in ("avx2", "fma", "avx512f", "avx512vl") if llvm_feats.get(k)]
+    return [
+        f"# cpu {cpu}; {os.cpu_count()} cores, {len(os.sched_getaffinity(0))} usable; "
+        f"load average {os.getloadavg()[0]:.2f} at start",
+        f"# numpy {np.__version__}: SIMD {' '.join(simd) or 'none'} (np.sort / argsort dispatch "
+        f"x86-simd-sort {sort}; used only once per RDM here)",
+        f"# numba {numba.__version__} / llvmlite {llvmlite.__version__}: target "
+        f"{numba.config.CPU_NAME or llvm.get_host_cpu_name()} ({' '.join(vec) or 'no AVX'}); "
+        f"kernels njit(nogil), no parallel, no fastmath",
+        "# per resample: ranks = one pass per RDM in its fixed sorted order (no sort); LOSO pooled "
+        "ranks = LSD radix sort (11-bit digits); products = fixed-order sums (no BLAS), so numbers "
+        "do not depend on machine or threads",
+        f"# threads: n_jobs=1 runs one thread (no BLAS underneath); n_jobs=None runs "
+        f"{len(os.sched_getaffinity(0))} resample threads",
+    ]
+
 
 HEADER = f"{'case':<34}{'snnrsa_s':>10}{'reference_s':>13}{'ratio':>9}{'max_abs_diff':>14}"
 
@@ -174,10 +210,7 @@ def main() -> None:
     n, feats, tiles, n_boot, frac = (
         (120, 2000, 5, 40, 4) if args.quick else (720, 20000, 20, 1000, 20)
     )
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.2f} at start; numpy {np.__version__}"
-    )
+    print("\n".join(machine_lines()))
     print(HEADER)
     case_a(n, feats, tiles)
     case_b(n, n_boot, frac)
