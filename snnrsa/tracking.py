@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snnrsa.brain import Brain, load_brain
-from snnrsa.config import Config
+from snnrsa.config import SPIKING_NEURONS, Config
 from snnrsa.data.images import load_images
 from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.network import Network
@@ -100,6 +100,37 @@ def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.devic
         correct += int((logits.argmax(1) == y).sum())
     n = len(data.test_labels)
     return loss / n, correct / n
+
+
+FIRING_COLUMNS = ("firing_rate", "silent_units", "silent_stimuli")
+
+
+@torch.no_grad()
+def firing_stats(
+    net: Network, images: torch.Tensor, layers: list[str], batch_size: int, device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """Per read-out layer of a spiking network over the evaluation stimuli, so that a low rho can
+    be told apart from a dead layer: ``firing_rate`` (spikes per unit and time step),
+    ``silent_units`` (share of units silent for every stimulus) and ``silent_stimuli`` (share of
+    stimuli for which the whole layer is silent: a constant pattern, scored NaN when a whole
+    condition is). Units are the layer's outputs as read out, i.e. after a conv block's 2x2 pool.
+    """
+    spikes = dict.fromkeys(layers, 0.0)
+    slots = dict.fromkeys(layers, 0)
+    fired: dict[str, torch.Tensor] = {}
+    silent = dict.fromkeys(layers, 0)
+    for start in range(0, len(images), batch_size):
+        _, outputs = net.run(images[start : start + batch_size].to(device))
+        for name in layers:
+            counts = outputs[name].sum(0).flatten(1).double().cpu()  # [B, units] spike counts
+            spikes[name] += float(counts.sum())
+            slots[name] += counts.numel() * outputs[name].shape[0]
+            active = (counts > 0).any(0)
+            fired[name] = active if name not in fired else fired[name] | active
+            silent[name] += int((counts.sum(1) == 0).sum())
+    return {name: {"firing_rate": spikes[name] / slots[name],
+                   "silent_units": 1.0 - float(fired[name].double().mean()),
+                   "silent_stimuli": silent[name] / len(images)} for name in layers}
 
 
 def model_rdm(layer: str, feats: np.ndarray) -> np.ndarray:
@@ -286,11 +317,14 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
             set_mode(net, False, cfg.bn_eval_mode)
             model_rdms[epoch], rows = checkpoint_scores(rule, cfg, eval_images, groups, brain,
                                                         device)
+            firing = (firing_stats(net, eval_images, cfg.rsa.layers, cfg.rsa.eval_batch_size,
+                                   device) if cfg.neuron.name in SPIKING_NEURONS else {})
             for row in rows:
                 rsa_rows.append({**ident, "epoch": epoch, **row,
                                  "resolution": cfg.brain.resolution,
                                  "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
-                                 "n_stimuli": len(brain.stimuli)})
+                                 "n_stimuli": len(brain.stimuli),
+                                 **firing.get(row["layer"], {})})
             if cfg.readout.probe_layers:
                 probe_log += [{**ident, "epoch": epoch, **r}
                               for r in probe_rows(cfg, net, data, device)]
