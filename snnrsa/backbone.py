@@ -92,6 +92,12 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
         self.neuron = make_neuron(neuron)
+        if batch_norm and self.neuron.spiking and neuron.bn_alpha is not None:
+            # tdBN (Zheng et al. 2021): the current starts normalised to alpha * threshold, so
+            # that a spiking neuron's graded range (about 0.3..1 threshold at T = 4, beta 0.9)
+            # covers the upper half of the current distribution instead of saturating
+            # (tools/diagnose_spiking_bp.py)
+            nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.pool = nn.MaxPool2d(2)
         self.fold_bn = False
 

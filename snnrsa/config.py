@@ -45,6 +45,10 @@ class NeuronConfig:
     surrogate: str = "fast_sigmoid"  # fast_sigmoid | atan
     surrogate_slope: float = 1.0
     impl: str = "fast"  # fast (one fused autograd op over time) | library (the idiomatic loop)
+    # threshold-dependent BatchNorm (tdBN, Zheng et al. 2021) for spiking neurons: the BatchNorm
+    # before a LIF neuron starts at weight bn_alpha * threshold, i.e. normalises its current to
+    # alpha * V_th; None = plain BatchNorm init (weight 1 whatever the threshold)
+    bn_alpha: float | None = None
 
 
 @dataclass
@@ -323,6 +327,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"neuron.beta={cfg.neuron.beta} must lie in [0, 1)")
     if cfg.neuron.threshold <= 0:
         raise ConfigError(f"neuron.threshold={cfg.neuron.threshold} must be > 0")
+    if cfg.neuron.bn_alpha is not None and cfg.neuron.bn_alpha <= 0:
+        raise ConfigError(f"neuron.bn_alpha={cfg.neuron.bn_alpha} must be > 0, or null for "
+                          "plain BatchNorm")
     if cfg.neuron.name == "norse_lif" and cfg.neuron.reset != "zero":
         raise ConfigError(
             f"neuron=norse_lif with neuron.reset={cfg.neuron.reset!r}: norse's LIF cell resets "

@@ -19,14 +19,13 @@ layer (conv1..convN, fc1..fcM, head):
 Training uses one torch thread (the development machine is shared).
 
     python tools/diagnose_spiking_bp.py                      # layer table over epoch 1
-    python tools/diagnose_spiking_bp.py --set neuron.bn_threshold_scale=false
+    python tools/diagnose_spiking_bp.py --set neuron.bn_alpha=null   # before the fix
     python tools/diagnose_spiking_bp.py --compare --epochs 4
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -50,12 +49,11 @@ EQUAL = ["backbone.channels=[16,32,64]", "backbone.fc_units=[128]", "data.n_trai
          "data.n_test=500"]
 # variants of --compare: name -> overrides on top of the LIF network (the shipped defaults)
 VARIANTS = {
-    "lif (defaults)": [],
-    "study-faithful: plain BN, slope 1": ["neuron.bn_threshold_scale=false",
-                                          "neuron.surrogate_slope=1.0"],
-    "plain BN (no threshold scale)": ["neuron.bn_threshold_scale=false"],
-    "surrogate slope 1": ["neuron.surrogate_slope=1.0"],
-    "readout membrane": ["readout=membrane"],
+    "lif (defaults: tdBN alpha 0.5)": [],
+    "plain BN (bn_alpha null, before #15)": ["neuron.bn_alpha=null"],
+    "tdBN alpha 0.3": ["neuron.bn_alpha=0.3"],
+    "tdBN alpha 0.5, subtract reset": ["neuron.reset=subtract"],
+    "plain BN, subtract reset": ["neuron.bn_alpha=null", "neuron.reset=subtract"],
 }
 
 
@@ -123,7 +121,7 @@ def layer_rows(cfg: Config, store: dict, outputs: dict, grads: dict, twin_grads:
                logits: torch.Tensor) -> list[str]:
     th = cfg.neuron.threshold
     rows = []
-    for name in [k for k in outputs]:
+    for name in outputs:
         cur = store[name].float()
         mem, spikes = lif_membrane(cur, cfg.neuron)
         per_unit = spikes.sum(0)  # [B, ...]
