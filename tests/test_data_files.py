@@ -16,12 +16,12 @@ from snnrsa.data.rdm_file import load_rdm_stack
 from snnrsa.data.training import load_training_data
 from snnrsa.rsa import correlation_rdm, spearman
 
-from conftest import SHARED, typed_cfg
+from conftest import SHARED, needs_shared, typed_cfg
 
 CICHY = SHARED / "cichy92_algonauts2019"
 CIFAR = SHARED / "cifar10_subset"
-needs_cichy = pytest.mark.skipif(not CICHY.is_dir(), reason=f"92-image set not present at {CICHY}")
-needs_cifar = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR subset not present at {CIFAR}")
+needs_cichy = needs_shared(CICHY)
+needs_cifar = needs_shared(CIFAR)
 
 
 def random_rdms(n_subj: int, n: int, seed: int = 0) -> np.ndarray:

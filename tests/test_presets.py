@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -107,13 +106,65 @@ def test_joblib_launcher_config() -> None:
     assert h.launcher.n_jobs == 2 and h.launcher.backend == "loky"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason="hydra-submitit-launcher not installed")
 @pytest.mark.parametrize("name,target", [("slurm_gpu", "SlurmLauncher"),
                                          ("submitit_local_gpu", "LocalLauncher")])
 def test_submitit_launcher_configs(name: str, target: str) -> None:
     h = cfg(f"hydra/launcher={name}", hydra=True).hydra
     assert h.launcher._target_.endswith(target) and h.launcher.gpus_per_node == 1
+
+
+def test_slurm_gpu_resolves_to_the_sbatch_script_users_get(tmp_path, monkeypatch) -> None:
+    """The slurm_gpu parameters go through submitit exactly as the launcher passes them (no cluster:
+    a stand-in ``srun`` only lets submitit build its executor) and give the expected #SBATCH lines."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    h = cfg("hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", hydra=True).hydra
+    params = OmegaConf.to_container(h.launcher, resolve=True)
+    assert params["submitit_folder"] == f"{tmp_path / 'sweep'}/.submitit/%j"
+    # the launcher's own mapping (hydra_submitit_launcher.BaseSubmititLauncher.launch)
+    executor = submitit.AutoExecutor(folder=params["submitit_folder"], cluster="slurm",
+                                     slurm_max_num_timeout=params["max_num_timeout"])
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in {"_target_", "submitit_folder", "max_num_timeout"}})
+    script = executor._executor._make_submission_file_text("python -m snnrsa", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB",
+                 "--time=720", "--ntasks-per-node=1", "--nodes=1", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "--account" not in script and "--qos" not in script  # unset stays unset
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_writes_the_run_directory_contract(tmp_path, cache_dir) -> None:
+    """Two tiny jobs through hydra/launcher=submitit_local: the local twin of the SLURM path."""
+    from test_main_job import TINY
+
+    env = {**os.environ, "SNNRSA_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "snnrsa", "-m", "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=15", "rule=bp,untrained",
+            *[a for a in TINY if not a.startswith("checkpoints")], "checkpoints=[0,1]",
+            f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${rule.name}_seed${seed}"]
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((tmp_path / ".submitit").glob("*/*_submitted.pkl"))) == 2  # submitit ran both
+    for run, epochs in (("bp_seed0", [0, 1]), ("untrained_seed0", [0])):
+        d = tmp_path / run
+        for name in ("rsa.csv", "train.csv", "results.h5", "config.yaml", "meta.json",
+                     "rsa_trajectory.png"):
+            assert (d / name).is_file(), f"{run}/{name}"
+        rsa = pd.read_csv(d / "rsa.csv")
+        assert sorted(rsa.epoch.unique()) == epochs
+        assert rsa.rho.notna().all() and rsa.rho.between(-1, 1).all()
+        assert set(rsa.rule) == {run.split("_")[0]}
+        assert sorted(p.name for p in (d / "checkpoints").iterdir()) == [
+            f"epoch_{e}.pt" for e in epochs]
 
 
 @pytest.mark.slow

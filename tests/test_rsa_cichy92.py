@@ -6,16 +6,13 @@ default resize filter for RGB images (bicubic); bilinear gives 0.181 / 0.148 ins
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/cichy92_algonauts2019"
-pytestmark = pytest.mark.skipif(
-    not (DATA / "target_fmri.mat").exists(),
-    reason=f"cichy92 data not found at {DATA} (shared/data beside the repository)",
-)
+from conftest import SHARED, needs_shared
+
+DATA = SHARED / "cichy92_algonauts2019"
+pytestmark = needs_shared(DATA / "target_fmri.mat")
 
 
 @pytest.fixture(scope="module")

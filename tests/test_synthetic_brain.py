@@ -98,7 +98,6 @@ def test_h5_is_pandas_fixed_format(root: Path):
 
 
 def test_h5_reads_with_pandas(root: Path):
-    pytest.importorskip("tables", reason="PyTables not installed; pandas.read_hdf needs it")
     df = pd.read_hdf(root / "fmri" / "sub-01_ResponseData.h5")
     with h5py.File(root / "fmri" / "sub-01_ResponseData.h5", "r") as f:
         values = f["ResponseData/block0_values"][:]

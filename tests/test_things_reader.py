@@ -13,7 +13,9 @@ from snnrsa.data import things
 from snnrsa.data.synthetic_brain import ROI_COLUMNS, write_response_h5
 from snnrsa.data.things import load_brain_patterns, select_conditions
 
-THINGS_META = Path(__file__).resolve().parents[2] / "shared" / "data" / "things_meta"
+from conftest import SHARED, needs_shared
+
+THINGS_META = SHARED / "things_meta"
 CONCEPTS = ["cat", "apple", "bee"]
 TEST_IMAGES = ["bee_05s.jpg", "apple_06n.jpg"]
 N_SESSIONS, N_VOX = 3, 9
@@ -252,7 +254,7 @@ def test_bad_options(fmri: Path):
         load_brain_patterns(fmri, ["sub-01"], ROIS, zscore="run")
 
 
-@pytest.mark.skipif(not THINGS_META.is_dir(), reason=f"THINGS metadata lists absent: {THINGS_META}")
+@needs_shared(THINGS_META)
 def test_exemplar01_reproduces_the_720_list():
     """On the release's image lists, exemplar01 gives exactly the study's 720 stimuli."""
     rows = []
