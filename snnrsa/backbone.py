@@ -214,16 +214,26 @@ def _sizes(total: int, chunk: int) -> list[int]:
 
 
 class FCLayer(nn.Module):
-    """linear -> neuron (-> dropout)."""
+    """linear (-> tdBN for spiking neurons with ``neuron.bn_alpha``) -> neuron (-> dropout)."""
 
     def __init__(self, n_in: int, n_out: int, neuron: NeuronConfig, dropout: float):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
         self.neuron = make_neuron(neuron)
+        self.bn = nn.Identity()
+        if self.neuron.spiking and neuron.bn_alpha is not None:
+            # tdBN here too: without it FC1's current (std ~0.25 threshold) charges the membrane
+            # only in the last steps, after the conv layers have filled, and FC1 stays ~96 % silent
+            self.bn = nn.BatchNorm1d(n_out)
+            nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def current(self, f: torch.Tensor) -> torch.Tensor:
+        """The neuron's input current for ``T * B`` frames (BatchNorm over all of them)."""
+        return self.bn(self.linear(f))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.neuron(_fold(self.linear, x)))
+        return self.dropout(self.neuron(_fold(self.current, x)))
 
 
 class Backbone(nn.Module):

@@ -5,14 +5,16 @@ layer (conv1..convN, fc1..fcM, head):
 
 - ``rate``: mean firing rate (neuron output before the pool), ``silent``: share of units that never
   fire for an image, ``dead_img``: share of images for which the whole layer stays silent;
-- ``I/th``: mean and std of the input current (BatchNorm or linear output) in threshold units;
+- ``I/th``: mean and std of the input current (the BatchNorm output) in threshold units;
 - ``V/th``: mean and std of the membrane (the same LIF recurrence re-run from that current) in
   threshold units, ``V>th``: share of unit-steps at or above threshold;
 - ``sg``: mean surrogate derivative at the membrane, i.e. how much gradient the neuron passes;
 - ``|g|`` of the layer's weight (before clipping), ``|g_rate|`` of a rate (ReLU, T = 1) twin with
   the same weights on the same batch, and their cosine;
 - for conv layers, ``tie``: share of pool-window time slots without a single spike (their
-  gradient goes to the window's first unit).
+  gradient goes to the window's first unit);
+- the firing rate at each time step (deep layers start late: each layer needs its input to
+  charge the membrane first).
 
 ``--compare`` instead trains each named variant (and the rate network) from the same init for
 ``--epochs`` epochs and prints held-out accuracy per epoch: the ablation table of the diagnosis.
@@ -93,7 +95,7 @@ def capture_currents(net: Network, steps: int, batch: int) -> tuple[dict, list]:
 
     hooks = [b.bn.register_forward_hook(hook(f"conv{i + 1}"))
              for i, b in enumerate(net.backbone.blocks)]
-    hooks += [f.linear.register_forward_hook(hook(f"fc{i + 1}"))
+    hooks += [f.bn.register_forward_hook(hook(f"fc{i + 1}"))
               for i, f in enumerate(net.backbone.fcs)]
     return store, hooks
 
@@ -139,7 +141,8 @@ def layer_rows(cfg: Config, store: dict, outputs: dict, grads: dict, twin_grads:
             f" | V/th {float(mem.mean()) / th:+.2f}±{float(mem.std()) / th:.2f}"
             f" V>th {float((mem > th).float().mean()):.2f} sg {float(sg.mean()):.2f}"
             f" | |g| {float(g.norm()):.2e} |g_rate| {float(gr.norm()):.2e}"
-            f" cos {float(F.cosine_similarity(g, gr, 0)):+.2f}" + (f" tie {tie}" if tie else ""))
+            f" cos {float(F.cosine_similarity(g, gr, 0)):+.2f}" + (f" tie {tie}" if tie else "")
+            + " | rate per step " + " ".join(f"{float(r):.2f}" for r in spikes.flatten(1).mean(1)))
     g, gr = grads["head"].flatten(), twin_grads["head"].flatten()
     rows.append(f"  head   logit std {float(logits.std()):.3f} | |g| {float(g.norm()):.2e}"
                 f" |g_rate| {float(gr.norm()):.2e} cos {float(F.cosine_similarity(g, gr, 0)):+.2f}")
