@@ -51,11 +51,10 @@ EQUAL = ["backbone.channels=[16,32,64]", "backbone.fc_units=[128]", "data.n_trai
          "data.n_test=500"]
 # variants of --compare: name -> overrides on top of the LIF network (the shipped defaults)
 VARIANTS = {
-    "lif (defaults: tdBN alpha 0.5)": [],
-    "plain BN (bn_alpha null, before #15)": ["neuron.bn_alpha=null"],
-    "tdBN alpha 0.3": ["neuron.bn_alpha=0.3"],
+    "lif defaults (tdBN alpha 0.5)": [],
+    "before #15: plain BN (bn_alpha null)": ["neuron.bn_alpha=null"],
+    "tdBN alpha 1.0": ["neuron.bn_alpha=1.0"],
     "tdBN alpha 0.5, subtract reset": ["neuron.reset=subtract"],
-    "plain BN, subtract reset": ["neuron.bn_alpha=null", "neuron.reset=subtract"],
 }
 
 
