@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from snnrsa.rsa import correlation_rdm
+from snnrsa.rsa import SplitHalfCeiling, correlation_rdm, split_half_ceiling
 
 
 @dataclass
@@ -19,6 +19,8 @@ class Brain:
     rdms: dict[str, np.ndarray]  # roi -> (n_subjects, n, n)
     sessions: np.ndarray  # (n_subjects, n) session of each condition, -1 when averaged
     runs: np.ndarray  # (n_subjects, n)
+    # roi -> (n_subjects, n_sessions, n, n): per-session RDMs kept (rdm_file, sessions=separate)
+    session_rdms: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def rois(self) -> list[str]:
@@ -34,30 +36,103 @@ class Brain:
         return (run_id[:, :, None] != run_id[:, None, :]).all(axis=0)
 
 
+def split_session_ceilings(session_rdms: np.ndarray, method: str = "spearman"
+                           ) -> list[SplitHalfCeiling]:
+    """Per subject, the split-session ceiling from kept session RDMs (subjects, sessions, n, n):
+    mean RDM of the odd sessions (1st, 3rd, ...) against that of the even ones, Spearman-Brown
+    corrected to the full data; the ceiling bounds a model's score against the session mean."""
+    if session_rdms.ndim != 4 or session_rdms.shape[1] < 2:
+        raise ValueError(f"session_rdms must be (subjects, sessions >= 2, n, n), got "
+                         f"{session_rdms.shape}")
+    return [split_half_ceiling(s[0::2].mean(axis=0), s[1::2].mean(axis=0), method)
+            for s in session_rdms]
+
+
+def _image_order(cfg: Any, sets: dict[str, Any], images_dir: Path, path: Path) -> list[str]:
+    """Image file names in RDM order: the files' pattern descriptors (rsatoolbox), else
+    ``brain.images``, else the sorted ``image_glob`` files. RDMs whose patterns name the images
+    are permuted in place to that order."""
+    from snnrsa.data.rdm_file import RDMFileError, match_images
+
+    files = sorted(p.name for p in images_dir.glob(cfg.image_glob))
+    names = list(cfg.images)
+    for roi, rset in sets.items():
+        where = f"{path}:{cfg.rois[roi]}"
+        rows = match_images(rset.patterns, files, cfg.pattern_descriptor not in ("auto", "none"),
+                            where)
+        if rows is None:
+            continue
+        names = names or rows
+        if sorted(rows) != sorted(names):
+            raise RDMFileError(f"{where}: its patterns {rows[:3]}... are not the images "
+                               f"{names[:3]}... (brain.images or another ROI)")
+        perm = [rows.index(n) for n in names]
+        rset.rdms = rset.rdms[:, perm][:, :, perm]
+    names = names or files
+    if not names:
+        raise RDMFileError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+    absent = [n for n in names if not (images_dir / n).is_file()]
+    if absent:
+        raise RDMFileError(f"brain.images_dir: {len(absent)} images missing from {images_dir}, "
+                           f"e.g. {absent[:3]}")
+    return names
+
+
+def _align_subjects(cfg: Any, grouped: dict[str, Any], path: Path) -> list[str]:
+    """Subject labels; ROIs whose files name their subjects are permuted in place to one order."""
+    from snnrsa.data.rdm_file import RDMFileError
+
+    counts = {roi: g.rdms.shape[0] for roi, g in grouped.items()}
+    if len(set(counts.values())) != 1:
+        raise RDMFileError(f"{path}: ROIs hold different subject counts {counts}")
+    n_subj = next(iter(counts.values()))
+    if cfg.subjects:
+        if len(cfg.subjects) != n_subj:
+            raise RDMFileError(f"brain.subjects has {len(cfg.subjects)} labels for {n_subj} "
+                               f"subjects in {path}")
+        return list(cfg.subjects)
+    named = {roi: g.subjects for roi, g in grouped.items() if g.subjects is not None}
+    if not named:
+        return [f"sub-{i + 1:02d}" for i in range(n_subj)]
+    subjects = next(iter(named.values()))
+    for roi, labels in named.items():
+        if sorted(labels) != sorted(subjects):
+            raise RDMFileError(f"{path}: ROI {roi} names subjects {labels}, another ROI "
+                               f"{subjects}; set brain.subjects to pair them by position instead")
+        perm = [labels.index(s) for s in subjects]
+        g = grouped[roi]
+        g.rdms = g.rdms[perm]
+        g.sessions = None if g.sessions is None else g.sessions[perm]
+    return subjects
+
+
 def _rdm_file_brain(cfg: Any) -> Brain:
-    """Precomputed RDM stacks; every ROI must hold the same subjects over the same images."""
-    from snnrsa.data.rdm_file import load_rdm_stack
+    """Precomputed RDMs (any form of snnrsa.data.rdm_file); every ROI must hold the same subjects
+    over the same images. Subjects named in the files are aligned by name across ROIs;
+    ``brain.subjects`` relabels them in order."""
+    from snnrsa.data.rdm_file import RDMFileError, by_subject, check_size, read_rdm_set
 
     root = Path(cfg.root).expanduser()
     images_dir = root / cfg.images_dir
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"brain.images_dir: no folder {images_dir}")
-    names = list(cfg.images) or sorted(p.name for p in images_dir.glob(cfg.image_glob))
-    if not names:
-        raise FileNotFoundError(f"brain.images_dir: no {cfg.image_glob!r} images in {images_dir}")
+        raise RDMFileError(f"brain.images_dir: no folder {images_dir}")
     if not cfg.rois:
-        raise ValueError("brain.rois is empty: map ROI names to variables of brain.path")
-    rdms = {roi: load_rdm_stack(root / cfg.path, var, cfg.axis_order, len(names))
+        raise RDMFileError("brain.rois is empty: map ROI names to variables of brain.path")
+    path = root / cfg.path
+    desc = {"subject": cfg.subject_descriptor, "session": cfg.session_descriptor,
+            "pattern": cfg.pattern_descriptor}
+    sets = {roi: read_rdm_set(path, var, cfg.axis_order, cfg.struct_axes, desc)
             for roi, var in cfg.rois.items()}
-    counts = {roi: r.shape[0] for roi, r in rdms.items()}
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"{root / cfg.path}: ROIs hold different subject counts {counts}")
-    n_subj = next(iter(counts.values()))
-    subjects = list(cfg.subjects) or [f"sub-{i + 1:02d}" for i in range(n_subj)]
-    if len(subjects) != n_subj:
-        raise ValueError(f"brain.subjects has {len(subjects)} labels for {n_subj} subjects")
-    missing = np.full((n_subj, len(names)), -1)
-    return Brain(subjects, names, [[images_dir / n] for n in names], rdms, missing, missing)
+    names = _image_order(cfg, sets, images_dir, path)
+    grouped = {}
+    for roi, rset in sets.items():
+        check_size(rset.rdms, len(names), f"{path}:{cfg.rois[roi]}")
+        grouped[roi] = by_subject(rset, cfg.sessions, f"{path}:{cfg.rois[roi]}")
+    subjects = _align_subjects(cfg, grouped, path)
+    missing = np.full((len(subjects), len(names)), -1)
+    sessions = {roi: g.sessions for roi, g in grouped.items() if g.sessions is not None}
+    return Brain(subjects, names, [[images_dir / n] for n in names],
+                 {roi: g.rdms for roi, g in grouped.items()}, missing, missing, sessions)
 
 
 def _things_brain(cfg: Any, fmri_dir: Path, images_dir: Path) -> Brain:

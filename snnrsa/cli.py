@@ -17,6 +17,7 @@ log = logging.getLogger("snnrsa")
 
 def run_job(cfg: DictConfig) -> float:
     """One job: validate, train and track, print the tables; returns the last mean rho."""
+    from snnrsa.data.rdm_file import RDMFileError
     from snnrsa.tracking import run, summary_tables
 
     try:
@@ -27,7 +28,10 @@ def run_job(cfg: DictConfig) -> float:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(typed))
     job_num = hydra_cfg.job.get("num") or 0
-    rsa = run(typed, out_dir, config_yaml, job_num=int(job_num))
+    try:
+        rsa = run(typed, out_dir, config_yaml, job_num=int(job_num))
+    except RDMFileError as err:  # a user's RDM file: the message, not a traceback
+        raise SystemExit(f"snnrsa: unusable brain RDMs: {err}") from None
     train = pd.read_csv(out_dir / "train.csv")
     text = summary_tables(rsa, train)
     if (out_dir / "probe.csv").exists():

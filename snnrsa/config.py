@@ -129,7 +129,18 @@ class RDMFileBrainConfig:
     root: str = "."  # folder that relative ``path`` and ``images_dir`` start from
     path: str = "???"
     rois: dict[str, str] = field(default_factory=dict)  # ROI name -> variable in the file
-    axis_order: str = "subject,image,image"  # MATLAB/numpy order of each variable
+    # numeric variables, MATLAB/numpy order: subject,image,image | image,image,subject |
+    # image,image | subject,pair | pair,subject (condensed rows / columns)
+    axis_order: str = "subject,image,image"
+    # MATLAB struct arrays: role of each axis (or of each axis longer than 1), MATLAB order:
+    # subject | session | none; [] = the one axis longer than 1 is the subject axis
+    struct_axes: list[str] = field(default_factory=list)
+    sessions: str = "mean"  # mean (average each subject's sessions) | separate (also keep them)
+    subject_descriptor: str = "subject"  # rsatoolbox files: rdm descriptor naming the subject
+    session_descriptor: str = "session"  # rsatoolbox files: rdm descriptor naming the session
+    # rsatoolbox files: pattern descriptor holding the image names (RDM order); auto = the one
+    # whose values all name images in images_dir, else file order; none = file order
+    pattern_descriptor: str = "auto"
     images_dir: str = "???"
     images: list[str] = field(default_factory=list)  # file names in RDM order; [] = sorted glob
     image_glob: str = "*.jpg"
@@ -242,6 +253,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "bn_eval_mode": ("eval", "train"),
     "brain.interpolation": ("bilinear", "bicubic", "lanczos", "nearest", "box"),
 }
+RDM_FILE_BRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "brain.axis_order": ("subject,image,image", "image,image,subject", "image,image",
+                         "subject,pair", "pair,subject"),
+    "brain.sessions": ("mean", "separate"),
+}
+STRUCT_AXIS_ROLES = ("subject", "session", "none")
 THINGS_BRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "brain.selection": ("exemplar01", "concept_mean", "test100"),
     "brain.zscore": ("none", "all", "session"),
@@ -309,6 +326,14 @@ def validate(cfg: Config) -> None:
     choices = dict(CHOICES)
     if cfg.brain.name in ("synthetic", "things"):
         choices.update(THINGS_BRAIN_CHOICES)
+    if cfg.brain.name == "rdm_file":
+        choices.update(RDM_FILE_BRAIN_CHOICES)
+        axes = cfg.brain.struct_axes
+        bad = [a for a in axes if a not in STRUCT_AXIS_ROLES]
+        twice = [r for r in ("subject", "session") if axes.count(r) > 1]
+        if bad or twice:
+            raise ConfigError(f"brain.struct_axes={axes}: each axis is one of "
+                              f"{list(STRUCT_AXIS_ROLES)}, subject and session at most once")
     if cfg.data.name != "synthetic":
         choices["data.subset"] = ("fixed", "per_seed")
     for key, allowed in choices.items():

@@ -98,7 +98,8 @@ def write_results_h5(
     path: Path, brain: Brain, model_rdms: dict[int, dict[str, np.ndarray]], meta: dict[str, Any],
     dynamics: list[dict[str, Any]] | None = None,
 ) -> None:
-    """``/stimuli/names``, ``/brain/subjects``, ``/brain/<roi>`` (subjects x n x n),
+    """``/stimuli/names``, ``/brain/subjects``, ``/brain/<roi>`` (subjects x n x n), kept
+    session RDMs ``/brain_sessions/<roi>`` (subjects x sessions x n x n, brain.sessions=separate),
     ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch probes ``/dynamics/probe_<k>/<name>`` (with
     ``images`` and ``epoch`` attributes), run metadata as root attributes."""
 
@@ -113,6 +114,8 @@ def write_results_h5(
                              dtype=str_dt)
             for roi, rdm in brain.rdms.items():
                 f.create_dataset(f"brain/{roi}", data=rdm, compression="gzip")
+            for roi, rdm in brain.session_rdms.items():
+                f.create_dataset(f"brain_sessions/{roi}", data=rdm, compression="gzip")
             for epoch, layers in sorted(model_rdms.items()):
                 for layer, rdm in layers.items():
                     f.create_dataset(f"model/epoch_{epoch}/{layer}", data=rdm, compression="gzip")

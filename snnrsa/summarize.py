@@ -23,7 +23,8 @@ Output in ``summary/``:
   Benjamini-Hochberg within each family (p_fdr_family) and over all tests (p_fdr_all), both
   within a convention.
 - ``noise_ceiling.csv`` (from the brain RDMs in the run directories' ``results.h5``:
-  leave-one-subject-out lower and upper bound, per-subject Spearman), ``report.md`` and figures
+  leave-one-subject-out lower and upper bound, per-subject Spearman; with kept session RDMs also
+  the split-session ceiling ``split_r``, ``split_reliability``, ``split_ceiling``), ``report.md`` and figures
   (PNG + PDF).
 """
 
@@ -298,8 +299,25 @@ def adjust(tests: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------- noise ceiling
 
+SPLIT_COLUMNS = ("split_r", "split_reliability", "split_ceiling", "n_sessions")
+
+
+def _split_session(session_rdms: np.ndarray) -> dict[str, float]:
+    """Split-session ceiling from kept session RDMs: odd vs even sessions per subject (Spearman),
+    the mean agreement Spearman-Brown corrected, and its square root (NaN when not positive)."""
+    from snnrsa.brain import split_session_ceilings
+    from snnrsa.rsa.ceiling import spearman_brown
+
+    r = float(np.mean([c.split_r for c in split_session_ceilings(session_rdms, "spearman")]))
+    rel = float(spearman_brown(r))
+    return {"split_r": r, "split_reliability": rel,
+            "split_ceiling": math.sqrt(rel) if rel > 0 else float("nan"),
+            "n_sessions": session_rdms.shape[1]}
+
+
 def noise_ceilings(run_dirs: Sequence[Path]) -> pd.DataFrame:
-    """LOSO noise ceiling (per-subject Spearman) of each ROI's brain RDMs in results.h5."""
+    """LOSO noise ceiling (per-subject Spearman) of each ROI's brain RDMs in results.h5, and the
+    split-session ceiling where session RDMs were kept (brain=rdm_file brain.sessions=separate)."""
     import h5py
 
     from snnrsa.rsa.ceiling import loso_noise_ceiling
@@ -325,14 +343,19 @@ def noise_ceilings(run_dirs: Sequence[Path]) -> pd.DataFrame:
                     lo, up = loso_noise_ceiling(rdms, "spearman")
                     rows.append({"roi": roi, "lower": lo, "upper": up, "n_subjects": len(rdms),
                                  "n_stimuli": rdms.shape[1], "source": str(path)})
+                    if roi in f.get("brain_sessions", {}):
+                        rows[-1].update(_split_session(f["brain_sessions"][roi][:]))
         except (OSError, ValueError) as err:
             log.warning("no noise ceiling from %s: %s", path, err)
-    out = pd.DataFrame(rows, columns=["roi", "lower", "upper", "n_subjects", "n_stimuli", "source"])
+    split = [c for c in SPLIT_COLUMNS if any(c in r for r in rows)]
+    out = pd.DataFrame(rows, columns=["roi", "lower", "upper", "n_subjects", "n_stimuli",
+                                      "source", *split])
     if out.roi.duplicated().any():
         log.warning("different brain RDMs for the same ROI across runs; ceilings are averaged")
     out = out.groupby("roi", as_index=False, sort=False).agg(
         lower=("lower", "mean"), upper=("upper", "mean"), n_subjects=("n_subjects", "first"),
-        n_stimuli=("n_stimuli", "first"))
+        n_stimuli=("n_stimuli", "first"),
+        **{c: (c, "first" if c == "n_sessions" else "mean") for c in split})
     order = roi_order(out.roi)
     return out.sort_values("roi", key=lambda s: s.map(order.index)).reset_index(drop=True)
 

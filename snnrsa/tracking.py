@@ -219,8 +219,8 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
     meta = run_metadata(config_yaml, device)
     write_metadata(out_dir, meta)
 
+    brain = load_brain(cfg.brain)  # first: bad brain input fails before the training set loads
     data = load_training_data(cfg.data, run_seed=cfg.seed)
-    brain = load_brain(cfg.brain)
     unique = sorted({p for paths in brain.image_paths for p in paths})
     index = {p: i for i, p in enumerate(unique)}
     groups = [[index[p] for p in paths] for paths in brain.image_paths]

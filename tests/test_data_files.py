@@ -12,7 +12,7 @@ from PIL import Image
 
 from snnrsa.brain import load_brain
 from snnrsa.data.images import load_images
-from snnrsa.data.rdm_file import load_rdm_stack
+from snnrsa.data.rdm_file import RDMFileError, load_rdm_stack
 from snnrsa.data.training import load_training_data
 from snnrsa.rsa import correlation_rdm, spearman
 
@@ -126,9 +126,9 @@ def test_rdm_file_size_and_variable_errors(tmp_path: Path) -> None:
     np.savez(path, evc=random_rdms(2, 5))
     with pytest.raises(ValueError, match="5 x 5 but there are 6"):
         load_rdm_stack(path, "evc", "subject,image,image", 6)
-    with pytest.raises(KeyError, match="'it'.*evc"):
+    with pytest.raises(RDMFileError, match="'it'.*evc"):
         load_rdm_stack(path, "it", "subject,image,image")
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(RDMFileError, match="not found.*missing.npz"):
         load_rdm_stack(tmp_path / "missing.npz", "evc", "subject,image,image")
 
 
