@@ -102,9 +102,6 @@ def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.devic
     return loss / n, correct / n
 
 
-FIRING_COLUMNS = ("firing_rate", "silent_units", "silent_stimuli")
-
-
 @torch.no_grad()
 def firing_stats(
     net: Network, images: torch.Tensor, layers: list[str], batch_size: int, device: torch.device,
