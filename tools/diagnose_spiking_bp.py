@@ -10,7 +10,8 @@ layer (conv1..convN, fc1..fcM, head):
   threshold units, ``V>th``: share of unit-steps at or above threshold;
 - ``sg``: mean surrogate derivative at the membrane, i.e. how much gradient the neuron passes;
 - ``|g|`` of the layer's weight (before clipping), ``|g_rate|`` of a rate (ReLU, T = 1) twin with
-  the same weights on the same batch, and their cosine;
+  the same weights on the same batch, and their cosine (the twin has no BatchNorm in its FC
+  layers, so with tdBN the fc1 and head cosines compare different functions);
 - for conv layers, ``tie``: share of pool-window time slots without a single spike (their
   gradient goes to the window's first unit);
 - the firing rate at each time step (deep layers start late: each layer needs its input to
@@ -22,7 +23,7 @@ Training uses one torch thread (the development machine is shared).
 
     python tools/diagnose_spiking_bp.py                      # layer table over epoch 1
     python tools/diagnose_spiking_bp.py --set neuron.bn_alpha=null   # before the fix
-    python tools/diagnose_spiking_bp.py --compare --epochs 4
+    python tools/diagnose_spiking_bp.py --compare --epochs 3        # ablation table
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnrsa.config import Config, resolve  # noqa: E402
 from snnrsa.data.training import batches, load_training_data  # noqa: E402
 from snnrsa.network import Network  # noqa: E402
-from snnrsa.neurons import _surrogate_grad_  # noqa: E402
+from snnrsa.neurons import RateNeuron, _surrogate_grad_  # noqa: E402
 from snnrsa.rules import make_rule  # noqa: E402
 from snnrsa.tracking import accuracy, set_mode  # noqa: E402
 
@@ -55,6 +57,42 @@ VARIANTS = {
     "before #15: plain BN (bn_alpha null)": ["neuron.bn_alpha=null"],
     "tdBN alpha 1.0": ["neuron.bn_alpha=1.0"],
     "tdBN alpha 0.5, subtract reset": ["neuron.reset=subtract"],
+    # ablations before the fix: LIF in conv1 only (ReLU elsewhere), its backward replaced by
+    # ReLU's (straight-through), its max-pool by an average pool
+    "before #15, LIF in conv1 only": ["neuron.bn_alpha=null"],
+    "before #15, LIF conv1 only, ReLU backward": ["neuron.bn_alpha=null"],
+    "before #15, LIF conv1 only, avg pool": ["neuron.bn_alpha=null"],
+}
+
+
+class _ReluBackward(nn.Module):
+    """Spikes forward, ReLU's derivative backward: tells a forward from a surrogate defect."""
+
+    def __init__(self, lif: nn.Module) -> None:
+        super().__init__()
+        self.lif = lif
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        relu = torch.relu(current)
+        return self.lif(current).detach() + relu - relu.detach()
+
+
+def _conv1_only(net: Network, backward: str = "surrogate", pool: str = "max") -> None:
+    bb = net.backbone
+    for block in bb.blocks[1:]:
+        block.neuron = RateNeuron()
+    for fc in bb.fcs:
+        fc.neuron = RateNeuron()
+    if backward == "relu":
+        bb.blocks[0].neuron = _ReluBackward(bb.blocks[0].neuron)
+    if pool == "avg":
+        bb.blocks[0].pool = nn.AvgPool2d(2)
+
+
+SURGERY = {
+    "before #15, LIF in conv1 only": _conv1_only,
+    "before #15, LIF conv1 only, ReLU backward": lambda n: _conv1_only(n, backward="relu"),
+    "before #15, LIF conv1 only, avg pool": lambda n: _conv1_only(n, pool="avg"),
 }
 
 
@@ -191,12 +229,16 @@ def diagnose(args, overrides: list[str]) -> None:
               f"{accuracy(rule, data, 256, CPU)[1]:.3f}", flush=True)
 
 
-def train_accuracy(overrides: list[str], epochs: int, seed: int, batch_size: int) -> list[float]:
-    """Held-out accuracy after each epoch of BP from the same init and batch order."""
+def train_accuracy(overrides: list[str], epochs: int, seed: int, batch_size: int,
+                   surgery=None) -> list[float]:
+    """Held-out accuracy after each epoch of BP from the same init and batch order;
+    ``surgery(net)`` edits the network before training (the ablations)."""
     cfg = make_cfg(overrides)
     data = load_training_data(cfg.data)
     torch.manual_seed(seed)
     net = Network(cfg, len(data.classes))
+    if surgery is not None:
+        surgery(net)
     rule = make_rule(cfg.rule, net, epochs)
     gen = torch.Generator().manual_seed(seed)
     accs = []
@@ -225,7 +267,7 @@ def compare(args) -> None:
     for name in names:
         t0 = time.perf_counter()
         accs = train_accuracy(EQUAL + args.lif + VARIANTS[name], args.epochs, args.seed,
-                              args.batch_size)
+                              args.batch_size, SURGERY.get(name))
         print(f"{name:38s} " + " ".join(f"{a:.3f} " for a in accs)
               + f"  {accs[-1] / rate[-1]:.2f}  {time.perf_counter() - t0:.0f}", flush=True)
 
