@@ -61,9 +61,10 @@ def make_cfg(case: str, args) -> Config:
     data = ["data=imagefolder", f"data.train_dir={args.data / 'train'}",
             f"data.test_dir={args.data / 'test'}", f"data.n_train={n_train}",
             f"data.n_test={n_test}", f"data.batch_size={args.batch_size}"]
+    extra = [] if case == "rate" else args.set
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return resolve(compose("config", overrides=[*STUDY_BP, *data, *case_overrides(case),
-                                                     f"seed={args.seed}", *args.set]))
+                                                     f"seed={args.seed}", *extra]))
 
 
 def train_case(cfg: Config, data: TrainingSet, epochs: int) -> dict:
@@ -107,7 +108,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=CIFAR, help="folder with train/ and test/")
-    p.add_argument("--set", nargs="*", default=[], help="extra config overrides for every case")
+    p.add_argument("--set", nargs="*", default=[],
+                   help="extra config overrides for the spiking cases (e.g. neuron.bn_alpha=null)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench_encodings.jsonl"))
     args = p.parse_args()
@@ -117,14 +119,17 @@ def main() -> None:
     if not (args.data / "train").is_dir():
         raise SystemExit(f"--data {args.data}: no train/ folder (the CIFAR subset of shared/data)")
     torch.set_num_threads(args.threads)
-    key = {"epochs": args.epochs, "train_images": args.train_images,
-           "test_images": args.test_images, "batch_size": args.batch_size, "seed": args.seed,
-           "set": args.set}
+    base = {"epochs": args.epochs, "train_images": args.train_images,
+            "test_images": args.test_images, "batch_size": args.batch_size, "seed": args.seed}
+
+    def key(case: str) -> dict:
+        return {**base, "set": [] if case == "rate" else args.set}
+
     done: dict[str, dict] = {}
     if args.out.is_file():
         for line in args.out.read_text().splitlines():
             row = json.loads(line)
-            if row["key"] == key:
+            if row["key"] == key(row["case"]):
                 done[row["case"]] = row
     data = load_training_data(make_cfg("rate", args).data)
     print(f"{len(data.train_labels)} training / {len(data.test_labels)} held-out images, "
@@ -132,7 +137,8 @@ def main() -> None:
     results = {}
     for case in args.cases:
         if case not in done:
-            row = {"case": case, "key": key, **train_case(make_cfg(case, args), data, args.epochs)}
+            row = {"case": case, "key": key(case),
+                   **train_case(make_cfg(case, args), data, args.epochs)}
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             done[case] = row
