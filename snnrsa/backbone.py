@@ -93,9 +93,7 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
         self.neuron = make_neuron(neuron)
         if batch_norm and self.neuron.spiking and neuron.bn_alpha is not None:
-            # tdBN (Zheng et al. 2021): the current starts normalised to alpha * threshold, so
-            # that a spiking neuron's graded range (about 0.3..1 threshold at T = 4, beta 0.9)
-            # covers the upper half of the current distribution instead of saturating
+            # tdBN (Zheng et al. 2021): the current starts normalised to alpha * threshold
             # (tools/diagnose_spiking_bp.py)
             nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.pool = nn.MaxPool2d(2)
@@ -222,8 +220,9 @@ class FCLayer(nn.Module):
         self.neuron = make_neuron(neuron)
         self.bn = nn.Identity()
         if self.neuron.spiking and neuron.bn_alpha is not None:
-            # tdBN here too: without it FC1's current (std ~0.25 threshold) charges the membrane
-            # only in the last steps, after the conv layers have filled, and FC1 stays ~96 % silent
+            # tdBN here too: without it FC1's current (std ~0.3 threshold from sparse, late conv
+            # spikes) drifts below zero in epoch 1 and FC1 falls 85-96 % silent, so the head
+            # sees almost nothing (tools/diagnose_spiking_bp.py)
             self.bn = nn.BatchNorm1d(n_out)
             nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

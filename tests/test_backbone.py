@@ -77,7 +77,7 @@ def test_snntorch_and_norse_backbones_spike_identically(encoding: str) -> None:
         cfg = typed_cfg([f"neuron={backend}", f"encoding={encoding}", "neuron.time_steps=6"])
         torch.manual_seed(3)
         # BatchNorm on batch statistics: an untrained network's running statistics (mean 0,
-        # var 1) and tdBN's alpha 0.5 leave sparse latency input without a single spike
+        # var 1) leave sparse latency input with (almost) no spike
         net = Network(cfg, 10).train()
         torch.manual_seed(4)
         x = torch.rand(4, 3, 32, 32)

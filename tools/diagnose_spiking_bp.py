@@ -53,10 +53,10 @@ EQUAL = ["backbone.channels=[16,32,64]", "backbone.fc_units=[128]", "data.n_trai
          "data.n_test=500"]
 # variants of --compare: name -> overrides on top of the LIF network (the shipped defaults)
 VARIANTS = {
-    "lif defaults (tdBN alpha 0.5)": [],
+    "lif defaults (tdBN alpha 1, FC too)": [],
     "before #15: plain BN (bn_alpha null)": ["neuron.bn_alpha=null"],
-    "tdBN alpha 1.0": ["neuron.bn_alpha=1.0"],
-    "tdBN alpha 0.5, subtract reset": ["neuron.reset=subtract"],
+    "tdBN alpha 0.5": ["neuron.bn_alpha=0.5"],
+    "tdBN alpha 0.5, subtract reset": ["neuron.bn_alpha=0.5", "neuron.reset=subtract"],
     # ablations before the fix: LIF in conv1 only (ReLU elsewhere), its backward replaced by
     # ReLU's (straight-through), its max-pool by an average pool
     "before #15, LIF in conv1 only": ["neuron.bn_alpha=null"],
