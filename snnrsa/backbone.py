@@ -92,6 +92,10 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
         self.neuron = make_neuron(neuron)
+        if batch_norm and self.neuron.spiking and neuron.bn_alpha is not None:
+            # tdBN (Zheng et al. 2021): the current starts normalised to alpha * threshold
+            # (tools/diagnose_spiking_bp.py)
+            nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.pool = nn.MaxPool2d(2)
         self.fold_bn = False
 
@@ -208,16 +212,27 @@ def _sizes(total: int, chunk: int) -> list[int]:
 
 
 class FCLayer(nn.Module):
-    """linear -> neuron (-> dropout)."""
+    """linear (-> tdBN for spiking neurons with ``neuron.bn_alpha``) -> neuron (-> dropout)."""
 
     def __init__(self, n_in: int, n_out: int, neuron: NeuronConfig, dropout: float):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
         self.neuron = make_neuron(neuron)
+        self.bn = nn.Identity()
+        if self.neuron.spiking and neuron.bn_alpha is not None:
+            # tdBN here too: without it FC1's current (std ~0.3 threshold from sparse, late conv
+            # spikes) drifts below zero in epoch 1 and FC1 falls 85-96 % silent, so the head
+            # sees almost nothing (tools/diagnose_spiking_bp.py)
+            self.bn = nn.BatchNorm1d(n_out)
+            nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def current(self, f: torch.Tensor) -> torch.Tensor:
+        """The neuron's input current for ``T * B`` frames (BatchNorm over all of them)."""
+        return self.bn(self.linear(f))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.neuron(fold_time(self.linear, x)))
+        return self.dropout(self.neuron(fold_time(self.current, x)))
 
 
 class Backbone(nn.Module):

@@ -32,6 +32,7 @@ def test_full_experiment_has_study_checkpoints() -> None:
         (["rsa.layers=[conv1,conv9]"], ["rsa.layers", "conv9"]),
         (["brain.resolution=4"], ["brain.resolution"]),
         (["neuron=snntorch_lif", "neuron.beta=1.5"], ["neuron.beta"]),
+        (["neuron=snntorch_lif", "neuron.bn_alpha=0"], ["neuron.bn_alpha"]),
         (["encoding=poisson", "encoding.p_max=0"], ["encoding.p_max"]),
         (["neuron.name=izhikevich"], ["neuron.name", "izhikevich"]),
         (["rule.name=magic"], ["rule.name", "magic"]),

@@ -1,4 +1,4 @@
-"""The RSA step of the run loop against scipy, and BatchNorm mode switching."""
+"""The RSA step of the run loop against scipy, BatchNorm mode switching, firing statistics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from snnrsa.brain import Brain
 from snnrsa.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
-from snnrsa.run.evaluation import extract_features, model_rdm, score_checkpoint, set_mode
+from snnrsa.run.evaluation import (
+    extract_features,
+    firing_stats,
+    model_rdm,
+    score_checkpoint,
+    set_mode,
+)
 
 from conftest import typed_cfg
 
@@ -100,3 +106,30 @@ def test_cross_run_pairs_mask_is_applied() -> None:
                      np.full((2, n), -1), np.full((2, n), -1))
     with pytest.raises(ValueError, match="session and run"):
         averaged.cross_run_pairs()
+
+
+class _Replay:
+    """A stand-in network whose ``run`` returns fixed spike trains ``[T, B, ...]`` per image."""
+
+    def __init__(self, trains: dict[str, torch.Tensor]) -> None:
+        self.trains = trains
+
+    def run(self, images: torch.Tensor):
+        idx = images[:, 0, 0, 0].long()
+        return None, {name: t[:, idx] for name, t in self.trains.items()}
+
+
+def test_firing_stats_count_rates_silent_units_and_silent_stimuli() -> None:
+    # 5 stimuli, T = 4; conv: 2 channels x 2 x 2 map (8 units), fc: 3 units
+    conv = torch.zeros(4, 5, 2, 2, 2)
+    conv[0, 0, 0, 0, 0] = 1.0  # stimulus 0: one spike of unit (0, 0, 0)
+    conv[:, 3, 1, 1, 1] = 1.0  # stimulus 3: unit (1, 1, 1) fires at every step
+    fc = torch.zeros(4, 5, 3)
+    fc[1:3, :, 2] = 1.0  # unit 2 fires twice for every stimulus; units 0, 1 never
+    images = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 1, 1)
+    net = _Replay({"conv1": conv, "fc1": fc})
+    stats = firing_stats(net, images, ["conv1", "fc1"], 2, torch.device("cpu"))  # 3 batches
+    assert stats["conv1"] == pytest.approx(
+        {"firing_rate": 5 / (4 * 5 * 8), "silent_units": 6 / 8, "silent_stimuli": 3 / 5})
+    assert stats["fc1"] == pytest.approx(
+        {"firing_rate": 10 / (4 * 5 * 3), "silent_units": 2 / 3, "silent_stimuli": 0.0})

@@ -1,6 +1,9 @@
-"""BP learns the embedded procedural set well above chance (10 classes: 10 %), rate and LIF."""
+"""BP learns the embedded procedural set well above chance (10 classes: 10 %), and spiking BP
+learns like the rate network at equal architecture (issue 15)."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from snnrsa.run.evaluation import accuracy, set_mode
 from conftest import typed_cfg
 
 CPU = torch.device("cpu")
+EPOCHS = 3
 
 
 def train_and_test(overrides: list[str], epochs: int) -> tuple[float, float]:
@@ -35,18 +39,33 @@ def train_and_test(overrides: list[str], epochs: int) -> tuple[float, float]:
     return before, accuracy(rule, data, 256, CPU)[1]
 
 
+@functools.cache
+def rate_accuracy() -> float:
+    """Held-out accuracy of the rate network at equal architecture (trained once per session)."""
+    return train_and_test(EQUAL, EPOCHS)[1]
+
+
+EQUAL = ["backbone.channels=[16,32,64]", "backbone.fc_units=[128]", "data.n_train=2000",
+         "data.n_test=500"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("overrides", "epochs", "floor"),
-    [
-        (["data.n_train=2000", "data.n_test=500"], 4, 0.30),
-        (["neuron=snntorch_lif", "neuron.time_steps=4", "backbone.channels=[16,32,64]",
-          "backbone.fc_units=[128]", "data.n_train=2000", "data.n_test=500"], 6, 0.2),
-    ],
-    ids=["rate", "snntorch_lif"],
-)
-def test_bp_learns_above_chance(overrides: list[str], epochs: int, floor: float) -> None:
-    before, after = train_and_test(overrides, epochs)
+def test_bp_learns_above_chance() -> None:
+    before, after = train_and_test(["data.n_train=2000", "data.n_test=500"], 4)
     print(f"held-out accuracy {before:.3f} -> {after:.3f}")
     assert before < 0.2
-    assert floor < after < 0.95
+    assert 0.30 < after < 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("neuron", ["snntorch_lif", "norse_lif"])
+def test_lif_bp_learns_like_the_rate_network(neuron: str) -> None:
+    """Same small network, init seed, batches and epochs; the LIF network at the shipped neuron
+    defaults (T = 4 instead of 8 to keep the test short) reaches >= 0.8x the rate network's
+    held-out accuracy (measured 0.89x snntorch, 0.84x norse). Before tdBN (neuron.bn_alpha=null)
+    it reached 0.62x (``tools/diagnose_spiking_bp.py --compare --epochs 3``)."""
+    rate = rate_accuracy()
+    before, lif = train_and_test([*EQUAL, f"neuron={neuron}", "neuron.time_steps=4"], EPOCHS)
+    print(f"held-out accuracy: rate {rate:.3f}, {neuron} {before:.3f} -> {lif:.3f}")
+    assert before < 0.2 and rate > 0.2
+    assert lif >= 0.8 * rate

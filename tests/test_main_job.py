@@ -101,8 +101,15 @@ def test_multirun_two_jobs(tmp_path: Path, cache_dir: Path) -> None:
             "neuron.time_steps=2", f"hydra.sweep.dir={tmp_path}"], cache_dir)
     jobs = sorted(p.parent for p in tmp_path.rglob("rsa.csv"))
     assert len(jobs) == 2
-    neurons = sorted(pd.read_csv(j / "rsa.csv").neuron.iloc[0] for j in jobs)
-    assert neurons == ["rate", "snntorch_lif"]
+    tables = {t.neuron.iloc[0]: t for t in (pd.read_csv(j / "rsa.csv") for j in jobs)}
+    assert sorted(tables) == ["rate", "snntorch_lif"]
+    # firing statistics with every score of the spiking network, none for the rate network
+    lif = tables["snntorch_lif"]
+    for col in ("firing_rate", "silent_units", "silent_stimuli"):
+        assert col not in tables["rate"].columns
+        assert lif[col].between(0, 1).all()
+        assert (lif.groupby(["epoch", "layer"])[col].nunique() == 1).all()  # one value per layer
+    assert (lif.firing_rate > 0).any()
 
 
 @pytest.mark.slow

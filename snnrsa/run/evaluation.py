@@ -92,6 +92,34 @@ def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.devic
     return loss / n, correct / n
 
 
+@torch.no_grad()
+def firing_stats(
+    net: Network, images: torch.Tensor, layers: list[str], batch_size: int, device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """Per read-out layer of a spiking network over the evaluation stimuli, so that a low rho can
+    be told apart from a dead layer: ``firing_rate`` (spikes per unit and time step),
+    ``silent_units`` (share of units silent for every stimulus) and ``silent_stimuli`` (share of
+    stimuli for which the whole layer is silent: a constant pattern, scored NaN when a whole
+    condition is). Units are the layer's outputs as read out, i.e. after a conv block's 2x2 pool.
+    """
+    spikes = dict.fromkeys(layers, 0.0)
+    slots = dict.fromkeys(layers, 0)
+    fired: dict[str, torch.Tensor] = {}
+    silent = dict.fromkeys(layers, 0)
+    for start in range(0, len(images), batch_size):
+        _, outputs = net.run(images[start : start + batch_size].to(device))
+        for name in layers:
+            counts = outputs[name].sum(0).flatten(1).double().cpu()  # [B, units] spike counts
+            spikes[name] += float(counts.sum())
+            slots[name] += counts.numel() * outputs[name].shape[0]
+            active = (counts > 0).any(0)
+            fired[name] = active if name not in fired else fired[name] | active
+            silent[name] += int((counts.sum(1) == 0).sum())
+    return {name: {"firing_rate": spikes[name] / slots[name],
+                   "silent_units": 1.0 - float(fired[name].double().mean()),
+                   "silent_stimuli": silent[name] / len(images)} for name in layers}
+
+
 def model_rdm(layer: str, feats: np.ndarray) -> np.ndarray:
     """1 - Pearson r between conditions; all-NaN (scored NaN, with a warning) when some condition
     has a constant pattern, e.g. a spiking layer that stays silent for a stimulus."""

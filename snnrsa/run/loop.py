@@ -23,13 +23,14 @@ from snnrsa.run.evaluation import (
     EvalSet,
     accuracy,
     checkpoint_scores,
+    firing_stats,
     load_eval_set,
     probe_rows,
     set_mode,
 )
 from snnrsa.run.state import RunState, seed_everything
 from snnrsa.runtime import keep_freed_memory
-from snnrsa.schema import Config
+from snnrsa.schema import SPIKING_NEURONS, Config
 from snnrsa.store import run_metadata, save_checkpoint, write_csv, write_metadata, write_results_h5
 
 log = logging.getLogger("snnrsa.run")
@@ -199,9 +200,11 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     set_mode(net, False, cfg.bn_eval_mode)
     state.model_rdms[epoch], rows = checkpoint_scores(job.rule, cfg, job.evalset, job.device)
     n_stimuli = len(job.evalset.brain.stimuli)
+    firing = (firing_stats(net, job.evalset.images, cfg.rsa.layers, cfg.rsa.eval_batch_size,
+                           job.device) if cfg.neuron.name in SPIKING_NEURONS else {})
     state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
-                        "n_stimuli": n_stimuli} for row in rows]
+                        "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]
     if cfg.readout.probe_layers:
         state.probe_rows += [{**job.ident, "epoch": epoch, **r}
                              for r in probe_rows(cfg, net, job.data, job.device)]

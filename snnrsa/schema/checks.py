@@ -55,6 +55,9 @@ def _check_neuron(cfg: Config) -> None:
         raise ConfigError(f"neuron.beta={cfg.neuron.beta} must lie in [0, 1)")
     if cfg.neuron.threshold <= 0:
         raise ConfigError(f"neuron.threshold={cfg.neuron.threshold} must be > 0")
+    if cfg.neuron.bn_alpha is not None and cfg.neuron.bn_alpha <= 0:
+        raise ConfigError(f"neuron.bn_alpha={cfg.neuron.bn_alpha} must be > 0, or null for "
+                          "plain BatchNorm")
     if cfg.neuron.name == "norse_lif" and cfg.neuron.reset != "zero":
         raise ConfigError(
             f"neuron=norse_lif with neuron.reset={cfg.neuron.reset!r}: norse's LIF cell resets "

@@ -42,6 +42,11 @@ class NeuronConfig:
     surrogate_slope: float = 1.0
     # fast (one fused autograd op over time) | library (the idiomatic loop)
     impl: str = choice("fast", "fast", "library")
+    # threshold-dependent BatchNorm (tdBN, Zheng et al. 2021) for spiking neurons: the BatchNorm
+    # before a LIF neuron starts at weight bn_alpha * threshold, i.e. normalises its current to
+    # alpha * V_th, and spiking FC layers get a BatchNorm too; None = plain BatchNorm init
+    # (weight 1 whatever the threshold) and no FC BatchNorm, the study-faithful network
+    bn_alpha: float | None = None
 
 
 @dataclass
