@@ -105,6 +105,16 @@ def test_deltas_vs_epoch0_and_untrained(analysed) -> None:
         pytest.approx(0.0, abs=1e-12)
 
 
+def test_deltas_without_an_untrained_run() -> None:
+    """Sweeps without rule=untrained still get their epoch-0 deltas (no untrained column)."""
+    table = hand_table()
+    scores = seed_scores(prepare(table[table.rule != "untrained"]), {"V1": "conv1", "LOC": "conv2"})
+    dlt = deltas(scores)
+    bp1 = _one(dlt, convention="best_layer", rule="bp", roi="V1", epoch=1)
+    assert bp1.delta_epoch0 == pytest.approx(0.04 - 0.10)
+    assert dlt.delta_untrained.isna().all()
+
+
 def test_sign_flip_rule_vs_bp(analysed) -> None:
     *_, tests = analysed
     assert list(tests.columns[:12]) == [

@@ -58,6 +58,12 @@ def by_seed(scores: pd.DataFrame) -> pd.DataFrame:
     return s.groupby(["convention", "rule", "roi", "epoch", "seed"], as_index=False)["rho"].mean()
 
 
+def condition_suffix(rules: pd.Series) -> pd.Series:
+    """The condition after ``rule|`` (e.g. a resolution), "" for a plain rule; an empty series
+    stays a series (``str.partition`` would give a frame without columns)."""
+    return rules.str.split("|", n=1).str[1].fillna("").astype(str)
+
+
 def deltas(scores: pd.DataFrame) -> pd.DataFrame:
     """Per-seed change from epoch 0 and from the untrained network (same seed), over seeds.
 
@@ -68,10 +74,10 @@ def deltas(scores: pd.DataFrame) -> pd.DataFrame:
     base = s[s.epoch == 0][["convention", "rule", "roi", "seed", "rho"]].rename(
         columns={"rho": "rho0"})
     unt = s[(s.rule.str.split("|").str[0] == UNTRAINED) & (s.epoch == 0)].copy()
-    unt["suffix"] = unt.rule.str.partition("|")[2]
+    unt["suffix"] = condition_suffix(unt.rule)
     unt = unt[["convention", "roi", "seed", "suffix", "rho"]].rename(columns={"rho": "rho_u"})
     s = s.merge(base, on=["convention", "rule", "roi", "seed"], how="left")
-    s["suffix"] = s.rule.str.partition("|")[2]
+    s["suffix"] = condition_suffix(s.rule)
     # the untrained run of the same condition suffix (e.g. resolution); else the plain untrained
     s = s.merge(unt, on=["convention", "roi", "seed", "suffix"], how="left")
     if s.rho_u.isna().any() and len(unt):
