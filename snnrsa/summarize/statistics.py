@@ -61,7 +61,7 @@ def by_seed(scores: pd.DataFrame) -> pd.DataFrame:
 def condition_suffix(rules: pd.Series) -> pd.Series:
     """The condition after ``rule|`` (e.g. a resolution), "" for a plain rule; an empty series
     stays a series (``str.partition`` would give a frame without columns)."""
-    return rules.str.split("|", n=1).str[1].fillna("").astype(str)
+    return rules.map(lambda rule: rule.partition("|")[2]).astype(str)
 
 
 def deltas(scores: pd.DataFrame) -> pd.DataFrame:
