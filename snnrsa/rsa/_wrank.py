@@ -198,12 +198,18 @@ def pooled_rank_products(
     table[p] = (w, doubled centred rank of each subject) of kept pair p. The pooled key is the
     sum of the subjects' ranks, column 1 + `leave` left out (-1: none): integers, so it orders
     pairs exactly like the mean rank; + `offset` makes it non-negative, below 2^key_bits. An LSD
-    radix sort (<= 11-bit digits, stable) moves whole table rows with their keys, so the last
+    radix sort (<= 11-bit digits, stable) moves table rows with their keys (for a leave-one-out
+    pool only the weight and the left-out subject's rank), so the last
     pass reads them in pooled order and sequentially: each tie group gets its doubled centred
-    weighted mid-rank R (as `resample_ranks`) and acc[r] = sum_p w_p R_p table[p, 1 + r].
+    weighted mid-rank R (as `resample_ranks`) and acc[r] = sum_p w_p R_p table[p, 1 + r], for
+    r = `leave` only when a subject is left out (the others stay 0).
     Returns the tie sum of the pooled ranks. Buffers: keys*, (m,), recs*, table's shape.
     """
     m, cols = table.shape
+    # a leave-one-out pool is only correlated with the subject it leaves out: move just the
+    # weight and that subject's rank (the other columns of the buffers are never read)
+    narrow = leave >= 0
+    lo, hi = (leave + 1, leave + 2) if leave >= 0 else (1, cols)
     passes = max(1, (key_bits + RADIX_BITS - 1) // RADIX_BITS)
     digit = (key_bits + passes - 1) // passes
     size = 1 << digit
@@ -228,8 +234,12 @@ def pooled_rank_products(
             i = start[q, d]
             start[q, d] = i + 1
             dst_k[i] = v
-            for c in range(cols):
-                dst_r[i, c] = src_r[p, c]
+            if narrow:
+                dst_r[i, 0] = src_r[p, 0]
+                dst_r[i, lo] = src_r[p, lo]
+            else:
+                for c in range(cols):
+                    dst_r[i, c] = src_r[p, c]
         src_k, dst_k = dst_k, (keys if q == 0 else src_k)
         src_r, dst_r = dst_r, (recs_tmp if q == 0 else src_r)
     acc[:] = 0.0
@@ -246,7 +256,7 @@ def pooled_rank_products(
         value = float(2 * before + g - n_tot)
         for q in range(k, e):
             wv = float(src_r[q, 0]) * value
-            for r in range(1, cols):
+            for r in range(lo, hi):
                 acc[r - 1] += wv * float(src_r[q, r])
         tiesum += g * g * g - g
         before += g
