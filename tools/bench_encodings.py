@@ -35,6 +35,7 @@ from snnrsa.data.training import TrainingSet, batches, load_training_data  # noq
 from snnrsa.network import Network  # noqa: E402
 from snnrsa.rules import make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
+from snnrsa.runtime import keep_freed_memory  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset"
@@ -119,6 +120,7 @@ def main() -> None:
     if not (args.data / "train").is_dir():
         raise SystemExit(f"--data {args.data}: no train/ folder (the CIFAR subset of shared/data)")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every snnrsa run does (config keep_freed_memory: true)
     base = {"epochs": args.epochs, "train_images": args.train_images,
             "test_images": args.test_images, "batch_size": args.batch_size, "seed": args.seed}
 
