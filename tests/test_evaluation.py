@@ -9,7 +9,7 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
 from snnrsa.brain import Brain
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import (

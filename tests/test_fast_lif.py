@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnrsa import _lif_cpu
 from snnrsa.config import NeuronConfig
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron, pooled_spikes
+from snnrsa.neurons import _cpu as _lif_cpu
 
 from conftest import typed_cfg
 
@@ -318,8 +318,8 @@ def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend, kernels, monk
     batch on its own in training mode, the folded path all T*B frames: a different model)."""
     if kernels == "tensor_ops":
         _tensor_path(monkeypatch)
-    from snnrsa.backbone import Backbone
     from snnrsa.config import BackboneConfig
+    from snnrsa.model.backbone import Backbone
 
     torch.manual_seed(9)
     net = Backbone(BackboneConfig(), NeuronConfig(name=backend, time_steps=6), 10)

@@ -11,9 +11,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "snnrsa"
 # lowest first; a top-level module or package of snnrsa -> its layer
 LAYERS = [
-    {"schema", "rsa", "runtime", "_lif_cpu"},
+    {"schema", "rsa", "runtime"},
     {"data", "brain", "store", "plots"},
-    {"encodings", "neurons", "backbone", "readouts", "network", "probe"},
+    {"neurons"},
+    {"model"},
     {"rules"},
     {"run"},
     {"config"},

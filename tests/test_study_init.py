@@ -12,7 +12,7 @@ from test_presets import CONF, THINGS
 from torch import nn
 
 from snnrsa.config import resolve
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.run.state import seed_everything
 

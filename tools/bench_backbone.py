@@ -53,8 +53,8 @@ except ImportError as err:  # optional peer: pip install --no-deps spikingjelly 
     sj_neuron = None
     SJ_MISSING = f"spikingjelly not importable ({err}); its rows are skipped"
 
-from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.model.backbone import Backbone
 from snnrsa.neurons import NORSE_DT
 from snnrsa.runtime import keep_freed_memory
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 
 
 @contextmanager

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.backbone import Backbone, fold_time
-from snnrsa.network import Network
+from snnrsa.model.backbone import Backbone, fold_time
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule, frozen_bn_stats, training_mode_probe
 from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError

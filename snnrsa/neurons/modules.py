@@ -38,7 +38,7 @@ from norse.torch import LIFBoxCell, LIFBoxParameters  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
-from snnrsa import _lif_cpu  # noqa: E402
+from snnrsa.neurons import _cpu as _lif_cpu  # noqa: E402
 from snnrsa.schema import NeuronConfig  # noqa: E402
 
 NORSE_DT = 1e-3
