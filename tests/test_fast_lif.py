@@ -9,7 +9,7 @@ import torch
 from snnrsa.config import NeuronConfig
 from snnrsa.model.network import Network
 from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron, pooled_spikes
-from snnrsa.neurons import _cpu as _lif_cpu
+from snnrsa.neurons import _cpu
 
 from conftest import typed_cfg
 
@@ -171,7 +171,7 @@ def test_chunked_run_from_state_equals_one_run(name, reset, sur, slope, impl) ->
 
 def _tensor_path(monkeypatch) -> None:
     """Send the fused LIF down its tensor-op path (the one GPUs take) instead of the CPU kernels."""
-    monkeypatch.setattr(_lif_cpu, "supported", lambda x: False)
+    monkeypatch.setattr(_cpu, "supported", lambda x: False)
 
 
 @pytest.mark.parametrize("name,reset,sur,slope", CASES)

@@ -44,7 +44,7 @@ from snnrsa.config import Config, resolve  # noqa: E402
 from snnrsa.data.training import batches, load_training_data  # noqa: E402
 from snnrsa.model.network import Network  # noqa: E402
 from snnrsa.neurons import RateNeuron  # noqa: E402
-from snnrsa.neurons.modules import _surrogate_grad_  # noqa: E402
+from snnrsa.neurons.functional import surrogate_grad_  # noqa: E402
 from snnrsa.rules import make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
 
@@ -167,7 +167,7 @@ def layer_rows(cfg: Config, store: dict, outputs: dict, grads: dict, twin_grads:
         per_unit = spikes.sum(0)  # [B, ...]
         silent = float((per_unit == 0).float().mean())
         dead = float((per_unit.flatten(1).sum(1) == 0).float().mean())
-        sg = _surrogate_grad_(mem - th, cfg.neuron.surrogate, cfg.neuron.surrogate_slope)
+        sg = surrogate_grad_(mem - th, cfg.neuron.surrogate, cfg.neuron.surrogate_slope)
         tie = ""
         if name.startswith("conv"):
             pooled = F.max_pool2d(spikes.flatten(0, 1), 2)
