@@ -8,8 +8,7 @@ import torch
 
 from snnrsa.config import NeuronConfig
 from snnrsa.model.network import Network
-from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron, pooled_spikes
-from snnrsa.neurons import _cpu
+from snnrsa.neurons import NorseLIF, SnntorchLIF, _cpu, make_neuron, pooled_spikes
 
 from conftest import typed_cfg
 
