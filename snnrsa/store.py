@@ -109,7 +109,7 @@ def write_results_h5(
             f.create_dataset("stimuli/names", data=np.array(brain.stimuli, dtype=object),
                              dtype=str_dt)
             f.create_dataset("stimuli/sessions", data=brain.sessions)
-            f.create_dataset("stimuli/runs", data=brain.runs)
+            f.create_dataset("stimuli/fmri_runs", data=brain.fmri_runs)
             f.create_dataset("brain/subjects", data=np.array(brain.subjects, dtype=object),
                              dtype=str_dt)
             for roi, rdm in brain.rdms.items():

@@ -40,7 +40,7 @@ def load_eval_set(cfg: Config) -> EvalSet:
     index = {p: i for i, p in enumerate(unique)}
     groups = [[index[p] for p in paths] for paths in brain.image_paths]
     images = load_images(unique, cfg.brain.resolution, cfg.brain.interpolation)
-    mask = brain.cross_run_pairs() if cfg.rsa.pairs == "cross_run" else None
+    mask = brain.cross_fmri_run_pairs() if cfg.rsa.pairs == "cross_fmri_run" else None
     return EvalSet(brain, images, groups, mask)
 
 
