@@ -352,6 +352,13 @@ def main(argv=None) -> None:
             ratios.append((backend, T, f / b))
             if f"{backend}:spikingjelly" in med:
                 sj_ratios.append((backend, T, med[f"{backend}:spikingjelly"] / f))
+    if dev.type == "cpu":  # what keep_freed_memory saves: compare a run with --system-allocator
+        import resource
+
+        cpu = os.times()
+        print(f"\n# process CPU time: user {cpu.user:.1f} s, system {cpu.system:.1f} s; peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB "
+              f"(keep_freed_memory={tuned})")
     if args.mem_steps and dev.type == "cpu":
         # one child process per case: peak RSS is per process; saved = bytes kept for backward
         # (checkpointed block inputs are held by the checkpoint, not counted there: see RSS)

@@ -220,9 +220,10 @@ class FCLayer(nn.Module):
         self.neuron = make_neuron(neuron)
         self.bn = nn.Identity()
         if self.neuron.spiking and neuron.bn_alpha is not None:
-            # tdBN here too: without it FC1's current (std ~0.3 threshold from sparse, late conv
-            # spikes) drifts below zero in epoch 1 and FC1 falls 85-96 % silent, so the head
-            # sees almost nothing (tools/diagnose_spiking_bp.py)
+            # tdBN here too: without it FC1's current (small against the threshold, from sparse,
+            # late conv spikes) drifts below zero in epoch 1 and FC1 falls mostly silent, so the
+            # head sees almost nothing (tools/diagnose_spiking_bp.py prints the current in
+            # threshold units and the silent share per layer)
             self.bn = nn.BatchNorm1d(n_out)
             nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

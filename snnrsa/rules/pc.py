@@ -22,8 +22,9 @@ float rounding (``tests/test_pc.py``).
 
 Canonical PC's updates are tiny in lower layers, so the default optimiser is AdamW: a coupled L2
 term (Adam's ``weight_decay``) is rescaled together with the gradient, which makes the same decay
-about 300x stronger, relative to the update, for PC's conv1 than for BP's; decoupled decay
-shrinks every weight by lr * weight_decay per step whatever its gradient.
+stronger, relative to the update, for PC's conv1 than for BP's by as much as PC's conv1 gradient
+is smaller than BP's; decoupled decay shrinks every weight by lr * weight_decay per step whatever
+its gradient.
 
 Without a label the feed-forward state is already the energy minimum, so the RSA features (and
 test predictions) of a canonical PC network are its feed-forward activity: no ``features``
