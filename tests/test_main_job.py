@@ -114,7 +114,7 @@ def test_multirun_two_jobs(tmp_path: Path, cache_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_untrained_is_evaluated_at_epoch_zero_only(tmp_path: Path, cache_dir: Path) -> None:
-    snnrsa([*TINY, "rule=untrained", "readout=probe", "readout.probe_layers=[conv1,fc1]",
+    snnrsa([*TINY, "rule=untrained", "readout=linear_probe", "readout.probe_layers=[conv1,fc1]",
             "rsa.pairs=cross_fmri_run", f"hydra.run.dir={tmp_path}"], cache_dir)
     rsa = pd.read_csv(tmp_path / "rsa.csv")
     assert sorted(rsa.epoch.unique()) == [0]

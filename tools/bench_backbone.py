@@ -5,7 +5,7 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
   rate_folded the rate network on the T*B frames in one folded pass (reference only: shows how much
              of the gain is time folding and how much the neuron costs over a ReLU)
   fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default: on CPU compiled LIF
-             kernels, with each conv block's max-pool fused in; snnrsa/_lif_cpu.py)
+             kernels, with each conv block's max-pool fused in; snnrsa/neurons/_cpu_kernels.py)
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell

@@ -105,7 +105,7 @@ def make_cfg(overrides: list[str]) -> Config:
 def lif_membrane(cur: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Membrane (before reset) and spikes ``[T, ...]`` of the shared LIF parameterisation
     (``v <- beta * v + I``, spike at ``v > th``, reset to zero or by subtraction), which both
-    backends integrate (neurons.py)."""
+    backends integrate (snnrsa/neurons/functional.py)."""
     th = cfg.threshold
     v = torch.zeros_like(cur[0])
     mems, spikes = [], []
