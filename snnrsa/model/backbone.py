@@ -12,7 +12,7 @@ With ``neuron=rate`` and T = 1 this is exactly a plain PyTorch CNN.
 runs k time steps at a time under activation checkpointing and is recomputed chunk by chunk in
 backward, keeping only its input, its output and one neuron state per chunk. BatchNorm still
 normalises with statistics over all T * B frames (``_ConvStats``), so the step equals full BPTT
-to float rounding (``tests/test_memory_option.py``); cost and memory: ``tools/bench_memory.py``.
+to float rounding (``tests/model/test_memory_option.py``); cost and memory: ``tools/bench_memory.py``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ path, the spikes (one byte); its backward is the hand-derived BPTT of the librar
 including the backend's reset-gradient detail (``functional.lif_sequence_backward``). On CPU
 (float32/64) the node runs ``_cpu``'s compiled kernels, equal to the tensor ops other devices run;
 ``FastLIFPool`` also folds a conv block's 2x2 max-pool into the kernel. Spikes are bit-identical to
-the library loop and gradients equal to float tolerance (``tests/test_fast_lif.py``).
+the library loop and gradients equal to float tolerance (``tests/neurons/test_fast_lif.py``).
 """
 
 from __future__ import annotations
