@@ -67,9 +67,9 @@ def pooled_spikes(neuron: nn.Module, current: torch.Tensor) -> torch.Tensor | No
     """2x2 max-pooled spikes ``[T, B, C, H/2, W/2]`` of a fast LIF neuron from one fused CPU
     kernel; None where that does not apply (library impl, GPU, other dtypes, odd H or W), and
     the caller runs the neuron, then its pool."""
-    if getattr(neuron, "impl", None) != "fast" or not hasattr(neuron, "parameters_for"):
+    if getattr(neuron, "impl", None) != "fast" or not hasattr(neuron, "lif_parameters"):
         return None
-    return fused.pooled_spikes(current, neuron.parameters_for(current))
+    return fused.pooled_spikes(current, neuron.lif_parameters(current))
 
 
 class SnntorchLIF(nn.Module):
@@ -97,7 +97,7 @@ class SnntorchLIF(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return self.run(current)[0]
 
-    def parameters_for(self, current: torch.Tensor) -> LIFParameters:
+    def lif_parameters(self, current: torch.Tensor) -> LIFParameters:
         """The fused node's parameters in the current's dtype, from the ``Leaky`` buffers."""
         beta = self.lif.beta.clamp(0, 1).to(current.dtype)
         th = self.lif.threshold.to(current.dtype)
@@ -109,7 +109,7 @@ class SnntorchLIF(nn.Module):
         """``(spikes, state)`` from ``state`` (the membrane before ``current[0]``; None = rest):
         a sequence run in time chunks, each from the last one's state, equals one run."""
         if self.impl == "fast":
-            return FastLIF.apply(current, self.parameters_for(current), state)
+            return FastLIF.apply(current, self.lif_parameters(current), state)
         mem = torch.zeros_like(current[0]) if state is None else state
         spikes = []
         for cur in current:
@@ -140,7 +140,7 @@ class NorseLIF(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return self.run(current)[0]
 
-    def parameters_for(self, current: torch.Tensor) -> LIFParameters:
+    def lif_parameters(self, current: torch.Tensor) -> LIFParameters:
         """The fused node's parameters in the current's dtype (norse's SuperSpike surrogate is
         the slope-1 fast sigmoid; beta is unused and set to c)."""
         c = (NORSE_DT * self.tau_mem_inv).to(current.dtype)
@@ -151,7 +151,7 @@ class NorseLIF(nn.Module):
         """``(spikes, state)`` from ``state`` (None = rest); chunked runs equal one run. The state
         is the pre-reset membrane for ``impl='fast'`` and norse's cell state for ``library``."""
         if self.impl == "fast":
-            return FastLIF.apply(current, self.parameters_for(current), state)
+            return FastLIF.apply(current, self.lif_parameters(current), state)
         params = LIFBoxParameters(
             tau_mem_inv=self.tau_mem_inv,
             v_th=self.v_th,
