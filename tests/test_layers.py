@@ -51,6 +51,12 @@ def test_no_import_from_a_higher_layer(path: Path) -> None:
     assert not higher, f"{path.name} (layer {own}) imports {higher}"
 
 
+def test_the_functional_lif_core_stands_alone() -> None:
+    """``neurons/functional.py`` (the recurrences and their backward) imports nothing of snnrsa:
+    the fused node, the CPU kernels and the modules build on it, not the other way round."""
+    assert imports(PACKAGE / "neurons" / "functional.py") == []
+
+
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # deliberate exceptions, each with its reason; a listed one that no longer exceeds fails below
