@@ -100,7 +100,7 @@ def write_results_h5(
 ) -> None:
     """``/stimuli/names``, ``/brain/subjects``, ``/brain/<roi>`` (subjects x n x n), kept
     session RDMs ``/brain_sessions/<roi>`` (subjects x sessions x n x n, brain.sessions=separate),
-    ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch probes ``/dynamics/probe_<k>/<name>`` (with
+    ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch snapshots ``/dynamics/probe_<k>/<name>`` (with
     ``images`` and ``epoch`` attributes), run metadata as root attributes."""
 
     def write(tmp: Path) -> None:
