@@ -18,7 +18,7 @@ class Brain:
     image_paths: list[list[Path]]  # per condition, images whose model features are averaged
     rdms: dict[str, np.ndarray]  # roi -> (n_subjects, n, n)
     sessions: np.ndarray  # (n_subjects, n) session of each condition, -1 when averaged
-    runs: np.ndarray  # (n_subjects, n)
+    fmri_runs: np.ndarray  # (n_subjects, n) fMRI run of each condition (within its session)
     # roi -> (n_subjects, n_sessions, n, n): per-session RDMs kept (rdm_file, sessions=separate)
     session_rdms: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -26,13 +26,13 @@ class Brain:
     def rois(self) -> list[str]:
         return list(self.rdms)
 
-    def cross_run_pairs(self) -> np.ndarray:
-        """Boolean (n, n) mask of stimulus pairs shown in different runs for every subject (the
+    def cross_fmri_run_pairs(self) -> np.ndarray:
+        """Boolean (n, n) mask of stimulus pairs shown in different fMRI runs for every subject (the
         corrected analysis: same-run pairs share slow drifts and order effects)."""
-        if (self.runs < 0).any() or (self.sessions < 0).any():
-            raise ValueError("cross-run pairs need each condition's session and run; this "
+        if (self.fmri_runs < 0).any() or (self.sessions < 0).any():
+            raise ValueError("cross-fMRI-run pairs need each condition's session and run; this "
                              "selection averages over several (use selection=exemplar01)")
-        run_id = self.sessions.astype(np.int64) * 1000 + self.runs
+        run_id = self.sessions.astype(np.int64) * 1000 + self.fmri_runs
         return (run_id[:, :, None] != run_id[:, None, :]).all(axis=0)
 
 
@@ -175,7 +175,7 @@ def _things_brain(cfg: Any, fmri_dir: Path, images_dir: Path) -> Brain:
             pat = read.patterns.get(roi)
             entries[s][roi] = RdmEntry(
                 rdm=None if pat is None else correlation_rdm(pat), names=sc.cond.names,
-                relpaths=sc.cond.relpaths, sessions=sc.sessions, runs=sc.runs,
+                relpaths=sc.cond.relpaths, sessions=sc.sessions, fmri_runs=sc.fmri_runs,
                 n_voxels=0 if pat is None else pat.shape[1], n_dropped=read.dropped.get(roi, 0),
                 empty_reason=read.empty.get(roi, ""))
             key, inputs = keys[s][roi]
@@ -187,8 +187,8 @@ def _things_brain(cfg: Any, fmri_dir: Path, images_dir: Path) -> Brain:
             for roi in kept}
     first = [entries[s][kept[0]] for s in subjects]
     sessions = np.stack([e.sessions[o] for e, o in zip(first, orders)])
-    runs = np.stack([e.runs[o] for e, o in zip(first, orders)])
-    return Brain(subjects, list(own[subjects[0]].names), paths, rdms, sessions, runs)
+    fmri_runs = np.stack([e.fmri_runs[o] for e, o in zip(first, orders)])
+    return Brain(subjects, list(own[subjects[0]].names), paths, rdms, sessions, fmri_runs)
 
 
 def load_brain(cfg: Any) -> Brain:
@@ -205,7 +205,7 @@ def load_brain(cfg: Any) -> Brain:
             seed=cfg.seed,
             n_concepts=cfg.n_concepts,
             n_sessions=cfg.n_sessions,
-            runs_per_session=cfg.runs_per_session,
+            runs_per_session=cfg.fmri_runs_per_session,
             n_test=cfg.n_test,
             image_size=cfg.image_size,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,7 +11,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from snnrsa.config import ConfigError, resolve
+from snnrsa.config import RENAMED_KEYS, ConfigError, resolve
 
 log = logging.getLogger("snnrsa")
 
@@ -43,5 +44,21 @@ def run_job(cfg: DictConfig) -> float:
     return float(rsa[rsa.epoch == rsa.epoch.max()]["rho"].mean())
 
 
+def check_renamed_keys(overrides: list[str]) -> None:
+    """An old key on the command line fails naming its successor (Hydra itself would only say
+    that it cannot override a key the config lacks)."""
+    for arg in overrides:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key in RENAMED_KEYS:
+            raise SystemExit(f"snnrsa: invalid configuration: {key} was renamed: use "
+                             f"{RENAMED_KEYS[key]}")
+
+
 _CONF = str(Path(__file__).resolve().parent.parent / "conf")
-main = hydra.main(config_path=_CONF, config_name="config", version_base="1.3")(run_job)
+_hydra_main = hydra.main(config_path=_CONF, config_name="config", version_base="1.3")(run_job)
+
+
+def main() -> None:
+    """The ``snnrsa`` command: Hydra's entry point after the renamed-key check."""
+    check_renamed_keys(sys.argv[1:])
+    _hydra_main()

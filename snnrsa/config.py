@@ -21,6 +21,7 @@ from snnrsa.schema import *  # noqa: F403  (the schema names, for ``from snnrsa.
 from snnrsa.schema import (
     BRAIN_SCHEMAS,
     DATA_SCHEMAS,
+    RENAMED_KEYS,
     RULE_SCHEMAS,
     Config,
     ConfigError,
@@ -40,6 +41,8 @@ def _unknown_key(group: str, schema: type, err: ConfigKeyError) -> ConfigError:
     """Name the unknown key and the keys the group has."""
     key = str(getattr(err, "key", "") or "")
     full = key if group == "<root>" else f"{group}.{key}"
+    if full in RENAMED_KEYS:
+        return ConfigError(f"{full} was renamed: use {RENAMED_KEYS[full]}")
     keys = sorted(schema.__dataclass_fields__)
     return ConfigError(f"invalid config in group '{group}': unknown key {full!r}; "
                        f"{schema.__name__} has {keys}")

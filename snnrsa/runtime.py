@@ -3,8 +3,9 @@
 glibc serves every allocation above its mmap threshold (128 KiB, raised dynamically only up to
 32 MiB) with a fresh ``mmap`` and returns it on free, so each of the tens of large tensors of a
 spiking training step (a ``[T, B, C, H, W]`` map at T = 16, batch 64 is 134 MB) is page-faulted
-and zeroed by the kernel again at every step. On 2 cores that took a quarter of a BP step's wall
-time (``tools/bench_backbone.py``: system time 26 s of 85 s CPU). ``keep_freed_memory`` makes
+and zeroed by the kernel again at every step, a large share of a BP step's time on CPU
+(``tools/bench_backbone.py`` prints its CPU time in user and system mode; ``--system-allocator``
+runs without this setting). ``keep_freed_memory`` makes
 glibc keep freed memory in the heap for reuse instead; the price is that the process holds its
 peak memory until it exits, which a training job reaches at every step anyway.
 """

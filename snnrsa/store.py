@@ -100,7 +100,7 @@ def write_results_h5(
 ) -> None:
     """``/stimuli/names``, ``/brain/subjects``, ``/brain/<roi>`` (subjects x n x n), kept
     session RDMs ``/brain_sessions/<roi>`` (subjects x sessions x n x n, brain.sessions=separate),
-    ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch probes ``/dynamics/probe_<k>/<name>`` (with
+    ``/model/epoch_<E>/<layer>`` (n x n), sub-epoch snapshots ``/dynamics/probe_<k>/<name>`` (with
     ``images`` and ``epoch`` attributes), run metadata as root attributes."""
 
     def write(tmp: Path) -> None:
@@ -109,7 +109,7 @@ def write_results_h5(
             f.create_dataset("stimuli/names", data=np.array(brain.stimuli, dtype=object),
                              dtype=str_dt)
             f.create_dataset("stimuli/sessions", data=brain.sessions)
-            f.create_dataset("stimuli/runs", data=brain.runs)
+            f.create_dataset("stimuli/fmri_runs", data=brain.fmri_runs)
             f.create_dataset("brain/subjects", data=np.array(brain.subjects, dtype=object),
                              dtype=str_dt)
             for roi, rdm in brain.rdms.items():

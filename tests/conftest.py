@@ -10,8 +10,9 @@ from hydra import compose, initialize_config_dir
 
 from snnrsa.config import Config, resolve
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -24,12 +25,14 @@ def needs_shared(path: Path) -> pytest.MarkDecorator:
 
 
 def compose_cfg(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """The config Hydra composes from ``conf/`` for these overrides, as the command line does."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides or [],
                        return_hydra_config=return_hydra_config)
 
 
 def typed_cfg(overrides: list[str] | None = None) -> Config:
+    """``compose_cfg`` resolved and validated by the composition root (``snnrsa.config.resolve``)."""
     return resolve(compose_cfg(overrides))
 
 

@@ -114,11 +114,11 @@ def test_multirun_two_jobs(tmp_path: Path, cache_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_untrained_is_evaluated_at_epoch_zero_only(tmp_path: Path, cache_dir: Path) -> None:
-    snnrsa([*TINY, "rule=untrained", "readout=probe", "readout.probe_layers=[conv1,fc1]",
-            "rsa.pairs=cross_run", f"hydra.run.dir={tmp_path}"], cache_dir)
+    snnrsa([*TINY, "rule=untrained", "readout=linear_probe", "readout.probe_layers=[conv1,fc1]",
+            "rsa.pairs=cross_fmri_run", f"hydra.run.dir={tmp_path}"], cache_dir)
     rsa = pd.read_csv(tmp_path / "rsa.csv")
     assert sorted(rsa.epoch.unique()) == [0]
-    assert (rsa.pairs == "cross_run").all() and rsa.rho.notna().any()
+    assert (rsa.pairs == "cross_fmri_run").all() and rsa.rho.notna().any()
     probe = pd.read_csv(tmp_path / "probe.csv")
     assert list(probe.layer) == ["conv1", "fc1"] and (probe.epoch == 0).all()
     assert probe.probe_test_acc.between(0, 1).all()

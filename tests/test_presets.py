@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from snnrsa.config import ConfigError, resolve
+from snnrsa.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = str(REPO / "conf")
+from conftest import REPO, compose_cfg, typed_cfg
+
 THINGS = ["brain.fmri_dir=/data/things-fmri/betas_csv", "brain.images_dir=/data/THINGS/images"]
 STUDY_RULES = ["untrained", "bp", "fa", "pc_published", "stdp_published"]
 # the study's per-rule settings: init, dropout, BN mode at evaluation in the published preset
@@ -28,14 +26,9 @@ EXPECTED = {
 }
 
 
-def cfg(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
-
-
 @pytest.mark.parametrize("rule", STUDY_RULES)
 def test_published_per_rule_settings(rule: str) -> None:
-    c = resolve(cfg("experiment=leutenegger2026_published", f"study_rule={rule}", *THINGS))
+    c = typed_cfg(["experiment=leutenegger2026_published", f"study_rule={rule}", *THINGS])
     init, dropout, bn = EXPECTED[rule]
     assert (c.rule.name, c.backbone.init, c.backbone.dropout, c.bn_eval_mode) == (
         rule, init, dropout, bn)
@@ -53,22 +46,22 @@ def test_published_per_rule_settings(rule: str) -> None:
 
 @pytest.mark.parametrize("rule", STUDY_RULES)
 def test_corrected_sets_bn_eval_for_every_rule(rule: str) -> None:
-    c = resolve(cfg("experiment=leutenegger2026_corrected", f"study_rule={rule}", *THINGS))
+    c = typed_cfg(["experiment=leutenegger2026_corrected", f"study_rule={rule}", *THINGS])
     init, dropout, _ = EXPECTED[rule]
     assert (c.backbone.init, c.backbone.dropout, c.bn_eval_mode) == (init, dropout, "eval")
 
 
 def test_sweep_parameters_and_fixed_sweep_dirs() -> None:
-    h = cfg("experiment=leutenegger2026_published", hydra=True).hydra
+    h = compose_cfg(["experiment=leutenegger2026_published"], return_hydra_config=True).hydra
     assert h.sweeper.params.study_rule == ",".join(STUDY_RULES)
     assert h.sweeper.params.seed == "42,123,456,789,1337"
     assert h.sweep.dir == "runs/leutenegger2026_published"
-    r = cfg("experiment=resolution_sweep", hydra=True).hydra
+    r = compose_cfg(["experiment=resolution_sweep"], return_hydra_config=True).hydra
     assert r.sweeper.params["brain.resolution"] == "32,64,96,128,160,224"
     assert "res${brain.resolution}" in OmegaConf.to_container(r.sweep)["subdir"]
-    res = cfg("experiment=resolution_sweep", "study_rule=fa", "seed=42")
+    res = compose_cfg(["experiment=resolution_sweep", "study_rule=fa", "seed=42"])
     assert res.evaluate_from == "runs/leutenegger2026_corrected/fa_seed42"
-    e = cfg("experiment=encoding_swap", hydra=True).hydra
+    e = compose_cfg(["experiment=encoding_swap"], return_hydra_config=True).hydra
     assert e.sweeper.params.study_input == "rate_analog,lif_analog,lif_poisson,lif_latency"
 
 
@@ -76,7 +69,7 @@ def test_sweep_parameters_and_fixed_sweep_dirs() -> None:
                                     "resolution_sweep"])
 def test_things_presets_fail_naming_the_paths(preset: str) -> None:
     with pytest.raises(ConfigError, match="fmri_dir"):
-        resolve(cfg(f"experiment={preset}"))
+        typed_cfg([f"experiment={preset}"])
 
 
 def test_things_preset_fails_at_start_on_the_command_line(tmp_path) -> None:
@@ -88,20 +81,20 @@ def test_things_preset_fails_at_start_on_the_command_line(tmp_path) -> None:
 
 
 def test_replicate_cichy92_and_encoding_swap_resolve() -> None:
-    c = resolve(cfg("experiment=replicate_cichy92", "study_rule=stdp_published"))
+    c = typed_cfg(["experiment=replicate_cichy92", "study_rule=stdp_published"])
     assert c.brain.name == "rdm_file" and c.brain.selection == "cichy92"
     assert set(c.brain.rois) == {"EVC", "IT"} and c.brain.resolution == 224
     assert c.bn_eval_mode == "eval" and c.backbone.init == "study_stdp"
     for name, neuron, enc in (("rate_analog", "rate", "analog"), ("lif_analog", "snntorch_lif",
                               "analog"), ("lif_poisson", "snntorch_lif", "poisson"),
                               ("lif_latency", "snntorch_lif", "latency")):
-        c = resolve(cfg("experiment=encoding_swap", f"study_input={name}"))
+        c = typed_cfg(["experiment=encoding_swap", f"study_input={name}"])
         assert (c.rule.name, c.neuron.name, c.encoding.name) == ("bp", neuron, enc)
         assert c.backbone.dropout == 0.3
 
 
 def test_joblib_launcher_config() -> None:
-    h = cfg("hydra/launcher=local_parallel", hydra=True).hydra
+    h = compose_cfg(["hydra/launcher=local_parallel"], return_hydra_config=True).hydra
     assert h.launcher._target_.endswith("JoblibLauncher")
     assert h.launcher.n_jobs == 2 and h.launcher.backend == "loky"
 
@@ -109,7 +102,7 @@ def test_joblib_launcher_config() -> None:
 @pytest.mark.parametrize("name,target", [("slurm_gpu", "SlurmLauncher"),
                                          ("submitit_local_gpu", "LocalLauncher")])
 def test_submitit_launcher_configs(name: str, target: str) -> None:
-    h = cfg(f"hydra/launcher={name}", hydra=True).hydra
+    h = compose_cfg([f"hydra/launcher={name}"], return_hydra_config=True).hydra
     assert h.launcher._target_.endswith(target) and h.launcher.gpus_per_node == 1
 
 
@@ -124,8 +117,8 @@ def test_slurm_gpu_resolves_to_the_sbatch_script_users_get(tmp_path, monkeypatch
     srun.write_text("#!/bin/sh\nexit 0\n")
     srun.chmod(0o755)
     monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
-    h = cfg("hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}", hydra=True).hydra
+    h = compose_cfg(["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True).hydra
     params = OmegaConf.to_container(h.launcher, resolve=True)
     assert params["submitit_folder"] == f"{tmp_path / 'sweep'}/.submitit/%j"
     # the launcher's own mapping (hydra_submitit_launcher.BaseSubmititLauncher.launch)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 
 PROBE = """
 import resource, sys, torch
-from snnrsa.backbone import Backbone
+from snnrsa.model.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
 from snnrsa.runtime import keep_freed_memory
 print("set", keep_freed_memory() if sys.argv[1] == "1" else None)

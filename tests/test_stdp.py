@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from stimuli import oriented_bars
 
 from snnrsa.config import ConfigError
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import STDP
 from snnrsa.rules.stdp.analysis import orientation_selectivity

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from snnrsa.data.procedural import make_dataset
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp.functional import THRESHOLD_MARGIN, adaptive_threshold, pool_times
 

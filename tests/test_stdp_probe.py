@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from stimuli import oriented_bars
 
-from snnrsa.network import Network
-from snnrsa.probe import fit_probe, frozen_features, linear_probes
+from snnrsa.model.linear_probe import fit_probe, frozen_features, linear_probes
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 
 from conftest import typed_cfg

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from snnrsa.config import ConfigError
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp_published import ReluBatchNorm2d, published_kernel
 from snnrsa.schema import STDPPublishedConfig

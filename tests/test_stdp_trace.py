@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from snnrsa.config import ConfigError
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp_trace import STDPTrace, TraceLIF, stdp_parameters, trace_stdp_layer
 

@@ -5,7 +5,7 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
   rate_folded the rate network on the T*B frames in one folded pass (reference only: shows how much
              of the gain is time folding and how much the neuron costs over a ReLU)
   fast       snnrsa Backbone, time-folded convs, neuron.impl=fast (the default: on CPU compiled LIF
-             kernels, with each conv block's max-pool fused in; snnrsa/_lif_cpu.py)
+             kernels, with each conv block's max-pool fused in; snnrsa/neurons/_cpu_kernels.py)
   folded_lib snnrsa Backbone, time-folded convs, neuron.impl=library (library cell looped in time)
   snntorch   idiomatic snntorch loop: every layer stepped per time step with snn.Leaky
   norse      idiomatic norse loop: every layer stepped per time step with LIFBoxCell
@@ -53,8 +53,8 @@ except ImportError as err:  # optional peer: pip install --no-deps spikingjelly 
     sj_neuron = None
     SJ_MISSING = f"spikingjelly not importable ({err}); its rows are skipped"
 
-from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.model.backbone import Backbone
 from snnrsa.neurons import NORSE_DT
 from snnrsa.runtime import keep_freed_memory
 
@@ -352,6 +352,13 @@ def main(argv=None) -> None:
             ratios.append((backend, T, f / b))
             if f"{backend}:spikingjelly" in med:
                 sj_ratios.append((backend, T, med[f"{backend}:spikingjelly"] / f))
+    if dev.type == "cpu":  # what keep_freed_memory saves: compare a run with --system-allocator
+        import resource
+
+        cpu = os.times()
+        print(f"\n# process CPU time: user {cpu.user:.1f} s, system {cpu.system:.1f} s; peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB "
+              f"(keep_freed_memory={tuned})")
     if args.mem_steps and dev.type == "cpu":
         # one child process per case: peak RSS is per process; saved = bytes kept for backward
         # (checkpointed block inputs are held by the checkpoint, not counted there: see RSS)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnrsa.config import Config, resolve  # noqa: E402
 from snnrsa.data.training import TrainingSet, batches, load_training_data  # noqa: E402
-from snnrsa.network import Network  # noqa: E402
+from snnrsa.model.network import Network  # noqa: E402
 from snnrsa.rules import make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
 from snnrsa.runtime import keep_freed_memory  # noqa: E402

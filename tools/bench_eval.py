@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from snnrsa.config import resolve
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.runtime import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -35,7 +35,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from snnrsa.config import resolve
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -36,7 +36,7 @@ from hydra import compose, initialize_config_dir
 
 from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import accuracy, extract_features, model_rdm, score_checkpoint, set_mode
 from snnrsa.runtime import keep_freed_memory

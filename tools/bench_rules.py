@@ -24,7 +24,7 @@ from PIL import Image
 
 from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches, load_training_data
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.base import Rule
 from snnrsa.run.evaluation import set_mode

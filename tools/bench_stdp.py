@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 
 from snnrsa.config import resolve
 from snnrsa.data.procedural import make_dataset
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import STDP
 from snnrsa.rules.stdp.functional import learning_rates

@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnrsa.config import Config, resolve  # noqa: E402
 from snnrsa.data.training import batches, load_training_data  # noqa: E402
-from snnrsa.network import Network  # noqa: E402
-from snnrsa.neurons import RateNeuron, _surrogate_grad_  # noqa: E402
+from snnrsa.model.network import Network  # noqa: E402
+from snnrsa.neurons import RateNeuron  # noqa: E402
+from snnrsa.neurons.functional import surrogate_grad_  # noqa: E402
 from snnrsa.rules import make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
 
@@ -104,7 +105,7 @@ def make_cfg(overrides: list[str]) -> Config:
 def lif_membrane(cur: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Membrane (before reset) and spikes ``[T, ...]`` of the shared LIF parameterisation
     (``v <- beta * v + I``, spike at ``v > th``, reset to zero or by subtraction), which both
-    backends integrate (neurons.py)."""
+    backends integrate (snnrsa/neurons/functional.py)."""
     th = cfg.threshold
     v = torch.zeros_like(cur[0])
     mems, spikes = [], []
@@ -166,7 +167,7 @@ def layer_rows(cfg: Config, store: dict, outputs: dict, grads: dict, twin_grads:
         per_unit = spikes.sum(0)  # [B, ...]
         silent = float((per_unit == 0).float().mean())
         dead = float((per_unit.flatten(1).sum(1) == 0).float().mean())
-        sg = _surrogate_grad_(mem - th, cfg.neuron.surrogate, cfg.neuron.surrogate_slope)
+        sg = surrogate_grad_(mem - th, cfg.neuron.surrogate, cfg.neuron.surrogate_slope)
         tie = ""
         if name.startswith("conv"):
             pooled = F.max_pool2d(spikes.flatten(0, 1), 2)

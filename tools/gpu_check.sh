@@ -4,7 +4,7 @@
 # Steps (each under its own timeout, 470 s in all; a failed step is recorded and the next one still runs):
 # 1. CUDA equivalence: the fast LIF (tensor-op path, what CUDA runs) == the library loop on CUDA,
 #    spikes identical and gradients close, both backends and both reset rules.
-# 2. CUDA-relevant tests: tests/test_fast_lif.py (the tensor-op path against the CPU kernels and
+# 2. CUDA-relevant tests: tests/neurons/test_fast_lif.py (the tensor-op path against the CPU kernels and
 #    the library loops, network level included; runs on the host CPU: the suite has no CUDA tests).
 # 3. tools/bench_backbone.py on cuda: BP step, batch 128, T = 8 and 16: fast vs the snntorch loop,
 #    the norse loop and SpikingJelly (when installed: pip install --no-deps spikingjelly loguru;
@@ -59,7 +59,7 @@ for name, reset, sur, slope in [("snntorch_lif", "zero", "fast_sigmoid", 1.0),
     print(f"cuda {name} {reset} {sur}: spikes identical={same} max|dgrad|={gerr:.2e}")
 raise SystemExit(bad)
 PY
-run tests_fast_lif 100 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_fast_lif.py
+run tests_fast_lif 100 "$PY" -m pytest -q -x -p no:cacheprovider tests/neurons/test_fast_lif.py
 run bench_backbone_cuda 150 "$PY" tools/bench_backbone.py --device cuda --batch 128 --steps 8 16 \
     --reps 5 --mem-steps 16
 run bench_eval_cuda 70 "$PY" tools/bench_eval.py --device cuda --images 720 --spiking-images 720 --reps 3

@@ -4,8 +4,9 @@ Runs a tiny config of each rule (and of the rate / snntorch / norse backbones wh
 them, and ``experiment=stdp_dynamics``) through the command line into temporary run directories
 and prints the sha256 of ``rsa.csv``, ``train.csv``, ``rule_log.csv`` (and ``dynamics_rsa.csv``,
 ``probe.csv`` where written). ``train.csv`` carries the wall-time column ``seconds``: it is hashed
-with that column dropped (the CSV is re-read with pandas and written back without it). Finally a
-run killed after its epoch-1 checkpoint and resumed must equal the uninterrupted run, file by file.
+with that column dropped (the CSV is re-read with pandas and written back without it). Labels
+renamed since a baseline are mapped back (``RENAMED_LABELS``). Finally a run killed after its
+epoch-1 checkpoint and resumed must equal the uninterrupted run, file by file.
 
     python tools/number_fingerprints.py [--jobs 2] [--only bp_rate ...] > hashes.txt
 
@@ -35,7 +36,7 @@ TINY = [
     "rsa.eval_batch_size=32",
 ]
 LIF = ["neuron.time_steps=4"]
-STDP = ["encoding=latency", "readout=probe", "rsa.layers=[conv1,conv2,conv3]",
+STDP = ["encoding=latency", "readout=linear_probe", "rsa.layers=[conv1,conv2,conv3]",
         "rule.layer_images=[64,64,64]"]
 # name -> overrides (old README keys: these are the keys users type; a renamed key is mapped here)
 CONFIGS: dict[str, list[str]] = {
@@ -57,19 +58,24 @@ CONFIGS: dict[str, list[str]] = {
     "stdp_trace_snntorch": ["rule=stdp_trace", "neuron=snntorch_lif", *LIF, *STDP],
     "stdp_published_rate": ["rule=stdp_published", "backbone.init=kaiming_normal",
                             "bn_eval_mode=train"],
-    "untrained_rate": ["rule=untrained", "readout=probe", "readout.probe_layers=[conv1,fc1]"],
+    "untrained_rate": ["rule=untrained", "readout=linear_probe", "readout.probe_layers=[conv1,fc1]"],
     "untrained_norse": ["rule=untrained", "neuron=norse_lif", *LIF],
     "stdp_dynamics": ["experiment=stdp_dynamics", "checkpoints=[0,1,2]", "dynamics.interval=48",
                       *LIF, "rule.layer_images=[64,64,64]", "readout.probe_layers=[conv1]"],
 }
 FILES = ("rsa.csv", "train.csv", "rule_log.csv", "dynamics_rsa.csv", "probe.csv")
 TIMING = ("seconds",)
+# labels renamed since a baseline (issue 14: readout=probe -> linear_probe), mapped back in the
+# CSVs before hashing so that hashes compare across the rename; numbers are hashed as written
+RENAMED_LABELS = ((b",linear_probe,", b",probe,"), (b",linear_probe\n", b",probe\n"))
 
 
 def sha(path: Path) -> str:
     if not path.exists():
         return "-"
     data = path.read_bytes()
+    for new, old in RENAMED_LABELS:
+        data = data.replace(new, old)
     if path.name == "train.csv":  # wall time differs run to run: drop it, keep every number else
         frame = pd.read_csv(io.BytesIO(data))
         buf = io.StringIO()

@@ -260,6 +260,14 @@ def _texture(
 
 
 def _render_chunk(params: Sequence[ObjectParams], size: int) -> np.ndarray:
+    canvas = _clutter(params, size)
+    _draw_objects(canvas, params, size)
+    return canvas
+
+
+def _clutter(params: Sequence[ObjectParams], size: int) -> np.ndarray:
+    """Each image's background ``[n, size, size, 3]``: 1/f colour noise, three blobs and, in some
+    images, a second shape cut by the border, all drawn from the image's own clutter seed."""
     n = len(params)
     g = _grid(size)
     # Clutter: each image's own generator, so an image does not depend on its neighbours.
@@ -308,7 +316,11 @@ def _render_chunk(params: Sequence[ObjectParams], size: int) -> np.ndarray:
         sub = canvas[m]
         _composite(sub, alpha, partial_color[m])
         canvas[m] = sub
+    return canvas
 
+
+def _draw_objects(canvas: np.ndarray, params: Sequence[ObjectParams], size: int) -> None:
+    """In place: each image's object, textured, over its background."""
     labels = np.array([p.label for p in params])
     fields = {
         f: np.array([getattr(p, f) for p in params], dtype=np.float32)
@@ -333,4 +345,3 @@ def _render_chunk(params: Sequence[ObjectParams], size: int) -> np.ndarray:
     color = np.array([p.color for p in params], dtype=np.float32)[:, None, None, :]
     tex_color = np.array([p.texture_color for p in params], dtype=np.float32)[:, None, None, :]
     _composite(canvas, alpha, color * (1 - mix[..., None]) + tex_color * mix[..., None])
-    return canvas

@@ -37,7 +37,7 @@ class RdmEntry:
     names: list[str]
     relpaths: list[list[str]]  # per condition, the "concept/file.jpg" images it averages
     sessions: np.ndarray  # (n,)
-    runs: np.ndarray  # (n,)
+    fmri_runs: np.ndarray  # (n,); stored as "runs" in the entry file
     n_voxels: int
     n_dropped: int  # voxels dropped for NaN/inf betas
     empty_reason: str = ""  # why rdm is None
@@ -109,7 +109,7 @@ class RdmCache:
                     names=[s.decode() for s in f["names"][()]],
                     relpaths=json.loads(f["relpaths_json"][()]),
                     sessions=f["sessions"][()],
-                    runs=f["runs"][()],
+                    fmri_runs=f["runs"][()],
                     n_voxels=int(f.attrs["n_voxels"]),
                     n_dropped=int(f.attrs["n_dropped"]),
                     empty_reason=str(f.attrs["empty_reason"]),
@@ -133,7 +133,7 @@ class RdmCache:
                     "relpaths_json", data=json.dumps(entry.relpaths), dtype=h5py.string_dtype()
                 )
                 f.create_dataset("sessions", data=np.asarray(entry.sessions, dtype=np.int64))
-                f.create_dataset("runs", data=np.asarray(entry.runs, dtype=np.int64))
+                f.create_dataset("runs", data=np.asarray(entry.fmri_runs, dtype=np.int64))
                 f.attrs["n_voxels"] = entry.n_voxels
                 f.attrs["n_dropped"] = entry.n_dropped
                 f.attrs["empty_reason"] = entry.empty_reason

@@ -241,36 +241,14 @@ def crossnobis_rdm(
     `noise` is an optional (features x features) precision matrix (identity when None; then the
     kernel is streamed through a Gram accumulator). Returns (rdm, condition labels in sorted order).
     """
-    cond = np.asarray(to_numpy(conditions, "conditions", dtype=None))
-    sess = np.asarray(to_numpy(sessions, "sessions", dtype=None))
     n_obs = patterns.shape[0] if hasattr(patterns, "shape") else len(patterns)
-    for name, lab in (("conditions", cond), ("sessions", sess)):
-        if lab.shape != (n_obs,):
-            raise ValueError(
-                f"{name} must have shape ({n_obs},) to label each row, got {lab.shape}"
-            )
-    labels, cidx = np.unique(cond, return_inverse=True)
-    folds, fidx = np.unique(sess, return_inverse=True)
-    if len(folds) < 2:
-        raise ValueError("sessions must contain at least 2 distinct values for cross-validation")
-    counts = np.zeros((len(folds), len(labels)))
-    np.add.at(counts, (fidx, cidx), 1)
-    if (counts == 0).any():
-        f, c = np.argwhere(counts == 0)[0]
-        raise ValueError(f"condition {labels[c]!r} has no observation in session {folds[f]!r}")
+    labels, cidx, folds, fidx = _session_labels(conditions, sessions, n_obs)
     if noise is None:
         acc = GramAccumulator("crossnobis", dtype=dtype, block_features=block_features)
         acc.update(patterns)
         k_obs, n_features = acc.gram(), acc.n_features
     else:
-        x = to_numpy(patterns, "patterns").reshape(n_obs, -1)
-        prec = to_numpy(noise, "noise")
-        if prec.shape != (x.shape[1], x.shape[1]):
-            raise ValueError(f"noise must be ({x.shape[1]}, {x.shape[1]}), got {prec.shape}")
-        if not (np.isfinite(x).all() and np.isfinite(prec).all()):
-            raise ValueError("patterns or noise contain NaN or infinite values")
-        x = x - x.mean(axis=0)
-        k_obs, n_features = x @ prec @ x.T, x.shape[1]
+        k_obs, n_features = _precision_kernel(patterns, noise, n_obs)
     rdm = np.zeros((len(labels), len(labels)))
     for f in range(len(folds)):
         test = (fidx == f).astype(float)
@@ -286,3 +264,37 @@ def crossnobis_rdm(
     rdm /= len(folds) * n_features
     np.fill_diagonal(rdm, 0.0)
     return (rdm + rdm.T) / 2, labels
+
+
+def _session_labels(conditions: Any, sessions: Any, n_obs: int):
+    """Sorted condition labels and sessions with each row's index into them; every condition must
+    be observed in each of at least two sessions."""
+    cond = np.asarray(to_numpy(conditions, "conditions", dtype=None))
+    sess = np.asarray(to_numpy(sessions, "sessions", dtype=None))
+    for name, lab in (("conditions", cond), ("sessions", sess)):
+        if lab.shape != (n_obs,):
+            raise ValueError(
+                f"{name} must have shape ({n_obs},) to label each row, got {lab.shape}"
+            )
+    labels, cidx = np.unique(cond, return_inverse=True)
+    folds, fidx = np.unique(sess, return_inverse=True)
+    if len(folds) < 2:
+        raise ValueError("sessions must contain at least 2 distinct values for cross-validation")
+    counts = np.zeros((len(folds), len(labels)))
+    np.add.at(counts, (fidx, cidx), 1)
+    if (counts == 0).any():
+        f, c = np.argwhere(counts == 0)[0]
+        raise ValueError(f"condition {labels[c]!r} has no observation in session {folds[f]!r}")
+    return labels, cidx, folds, fidx
+
+
+def _precision_kernel(patterns: Any, noise: Any, n_obs: int) -> tuple[np.ndarray, int]:
+    """The (n_obs x n_obs) kernel of centred patterns under the precision matrix ``noise``."""
+    x = to_numpy(patterns, "patterns").reshape(n_obs, -1)
+    prec = to_numpy(noise, "noise")
+    if prec.shape != (x.shape[1], x.shape[1]):
+        raise ValueError(f"noise must be ({x.shape[1]}, {x.shape[1]}), got {prec.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(prec).all()):
+        raise ValueError("patterns or noise contain NaN or infinite values")
+    x = x - x.mean(axis=0)
+    return x @ prec @ x.T, x.shape[1]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 
 
 @contextmanager
@@ -79,7 +79,7 @@ class Rule(ABC):
 
     def dynamics(self) -> dict[str, Any]:
         """Arrays describing the rule's state now (e.g. STDP weights, receptive fields), stored
-        at every sub-epoch probe under ``/dynamics`` in results.h5."""
+        at every sub-epoch snapshot under ``/dynamics`` in results.h5."""
         return {}
 
     def log_rows(self) -> list[dict[str, Any]]:

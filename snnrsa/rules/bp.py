@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.optim import Optimiser
 

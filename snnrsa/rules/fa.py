@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule, training_mode_probe
 from snnrsa.rules.bp import supervised_step
 from snnrsa.rules.optim import Optimiser

@@ -12,18 +12,19 @@ move along -dF/dW_l with its input held fixed, which is the local rule error x p
 activity (through the stage's own ReLU, BatchNorm and pooling). The error reaching a layer shrinks
 about geometrically with its distance from the output, so at the shipped rate and step count the
 updates point along BP's gradients (cosine >= 0.95) but lower layers' updates are much smaller
-(measured per layer every epoch in ``rule_log.csv``; bounds in ``tests/test_pc.py``).
+(measured per layer every epoch in ``rule_log.csv``; bounds in ``tests/rules/test_pc.py``).
 
 ``rule.pc=fixed_prediction``: the fixed-prediction assumption (Millidge, Tschantz & Buckley 2020)
 keeps predictions and their Jacobians at the feed-forward pass while the errors relax. With
 ``inference_rate=1`` each step moves the error one stage down (the zero-divergence schedule of
 Song et al. 2020), and after as many steps as hidden stages the updates equal BP's gradients to
-float rounding (``tests/test_pc.py``).
+float rounding (``tests/rules/test_pc.py``).
 
 Canonical PC's updates are tiny in lower layers, so the default optimiser is AdamW: a coupled L2
 term (Adam's ``weight_decay``) is rescaled together with the gradient, which makes the same decay
-about 300x stronger, relative to the update, for PC's conv1 than for BP's; decoupled decay
-shrinks every weight by lr * weight_decay per step whatever its gradient.
+stronger, relative to the update, for PC's conv1 than for BP's by as much as PC's conv1 gradient
+is smaller than BP's; decoupled decay shrinks every weight by lr * weight_decay per step whatever
+its gradient.
 
 Without a label the feed-forward state is already the energy minimum, so the RSA features (and
 test predictions) of a canonical PC network are its feed-forward activity: no ``features``
@@ -42,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.backbone import Backbone, fold_time
-from snnrsa.network import Network
+from snnrsa.model.backbone import Backbone, fold_time
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule, frozen_bn_stats, training_mode_probe
 from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.backbone import FCLayer, fold_time
-from snnrsa.network import Network
+from snnrsa.model.backbone import FCLayer, fold_time
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.optim import Optimiser
 from snnrsa.rules.pc import require_static_rate, to_vector

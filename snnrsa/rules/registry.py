@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.bp import BP
 from snnrsa.rules.fa import FA

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.optim import Optimiser
 from snnrsa.schema import ConfigError

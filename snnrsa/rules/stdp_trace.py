@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer

@@ -14,7 +14,7 @@ from torch import nn
 from snnrsa.brain import Brain, load_brain
 from snnrsa.data.images import load_images
 from snnrsa.data.training import TrainingSet, batches
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rsa.compare import compare_each
 from snnrsa.rules import Rule
@@ -40,7 +40,7 @@ def load_eval_set(cfg: Config) -> EvalSet:
     index = {p: i for i, p in enumerate(unique)}
     groups = [[index[p] for p in paths] for paths in brain.image_paths]
     images = load_images(unique, cfg.brain.resolution, cfg.brain.interpolation)
-    mask = brain.cross_run_pairs() if cfg.rsa.pairs == "cross_run" else None
+    mask = brain.cross_fmri_run_pairs() if cfg.rsa.pairs == "cross_fmri_run" else None
     return EvalSet(brain, images, groups, mask)
 
 
@@ -160,7 +160,7 @@ def checkpoint_scores(rule: Rule, cfg: Config, evalset: EvalSet, device: torch.d
 
 def probe_rows(cfg: Config, net: Network, data: TrainingSet, device: torch.device) -> list[dict]:
     """Linear-probe accuracy of each ``readout.probe_layers`` layer (frozen weights)."""
-    from snnrsa.probe import linear_probes
+    from snnrsa.model.linear_probe import linear_probes
 
     results = linear_probes(net, data.train_images, data.train_labels, data.test_images,
                             data.test_labels, list(cfg.readout.probe_layers), cfg.readout.probe_pool,

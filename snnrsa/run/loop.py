@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from snnrsa.data.training import TrainingSet, batches, load_training_data
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.plots import plot_trajectory
 from snnrsa.rules import Rule, make_rule
 from snnrsa.run.evaluation import (

@@ -5,7 +5,7 @@ it. ``snnrsa.config.resolve`` (the composition root) merges a Hydra config into 
 runs ``validate`` and the rule's ``check`` before any data is touched.
 """
 
-from snnrsa.schema._field import ConfigError, allowed_values, choice
+from snnrsa.schema._field import RENAMED_KEYS, ConfigError, allowed_values, choice
 from snnrsa.schema.checks import check_choices, validate
 from snnrsa.schema.groups import (
     BRAIN_SCHEMAS,
@@ -44,7 +44,8 @@ from snnrsa.schema.rules import (
 )
 
 __all__ = [
-    "BRAIN_SCHEMAS", "CIFAR_MEAN", "CIFAR_STD", "DATA_SCHEMAS", "RULE_SCHEMAS", "SPIKING_NEURONS",
+    "BRAIN_SCHEMAS", "CIFAR_MEAN", "CIFAR_STD", "DATA_SCHEMAS", "RENAMED_KEYS", "RULE_SCHEMAS",
+    "SPIKING_NEURONS",
     "BPConfig", "BackboneConfig", "Cifar10DataConfig", "Config", "ConfigError", "DynamicsConfig",
     "EncodingConfig", "FAConfig", "ImageFolderDataConfig", "ImageSetDataConfig", "NeuronConfig",
     "OptimConfig", "PCConfig", "PCPublishedConfig", "RDMFileBrainConfig", "RSAConfig",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from snnrsa.schema._field import ConfigError
+from snnrsa.schema._field import RENAMED_VALUES, ConfigError
 from snnrsa.schema.groups import SPIKING_NEURONS, STRUCT_AXIS_ROLES, Config, layer_names
 
 
@@ -17,6 +17,9 @@ def check_choices(node: Any, prefix: str = "") -> None:
         key = f"{prefix}{f.name}"
         allowed = f.metadata.get("choices")
         if allowed is not None and value not in allowed:
+            if (key, value) in RENAMED_VALUES:
+                old, new = RENAMED_VALUES[key, value]
+                raise ConfigError(f"{old} was renamed: use {new}")
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
         if dataclasses.is_dataclass(value):
             check_choices(value, f"{key}.")
@@ -129,8 +132,8 @@ def _check_sizes_and_run(cfg: Config) -> None:
     if cfg.data.name == "cifar10" and cfg.data.image_size != 32:
         raise ConfigError(f"data=cifar10 with data.image_size={cfg.data.image_size}: CIFAR-10 "
                           "images are 32 px; use data=imagefolder to resize another set")
-    if cfg.rsa.pairs == "cross_run" and cfg.brain.name == "rdm_file":
-        raise ConfigError("rsa.pairs=cross_run with brain=rdm_file: precomputed RDMs carry no "
+    if cfg.rsa.pairs == "cross_fmri_run" and cfg.brain.name == "rdm_file":
+        raise ConfigError("rsa.pairs=cross_fmri_run with brain=rdm_file: precomputed RDMs carry no "
                           "session/run labels; use rsa.pairs=all")
     if cfg.dynamics.interval < 0:
         raise ConfigError(f"dynamics.interval={cfg.dynamics.interval} must be >= 0 (0 = off)")

@@ -59,8 +59,8 @@ class EncodingConfig:
 
 @dataclass
 class ReadoutConfig:
-    # probe = rate head + linear probes of frozen layers
-    name: str = choice("rate", "rate", "membrane", "spike_count", "probe")
+    # linear_probe = rate head + linear probes of frozen layers
+    name: str = choice("rate", "rate", "membrane", "spike_count", "linear_probe")
     probe_layers: list[str] = field(default_factory=list)  # layers probed at every checkpoint
     probe_pool: int = 2  # conv maps adaptive-average-pooled to this grid before the probe
     probe_c: float = 1.0  # inverse L2 strength of the logistic regression
@@ -189,7 +189,7 @@ class SyntheticBrainConfig(ThingsBrainConfig):
     seed: int = 0
     n_concepts: int = 96
     n_sessions: int = 4
-    runs_per_session: int = 4
+    fmri_runs_per_session: int = 4
     n_test: int = 12
     image_size: int = 64
     resolution: int = 32
@@ -200,8 +200,8 @@ class RSAConfig:
     layers: list[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "fc1"])
     # gap (global average pool of conv maps, the study) | none
     layer_pooling: str = choice("gap", "gap", "none")
-    # all | cross_run (pairs shown in different runs for every subject)
-    pairs: str = choice("all", "all", "cross_run")
+    # all | cross_fmri_run (pairs shown in different fMRI runs for every subject)
+    pairs: str = choice("all", "all", "cross_fmri_run")
     eval_batch_size: int = 64
 
 

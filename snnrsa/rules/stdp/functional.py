@@ -117,7 +117,7 @@ def pool_times(t_first: torch.Tensor, kernel: int = 2) -> torch.Tensor:
 
 def latency_times(x: torch.Tensor, threshold: float, time_steps: int) -> torch.Tensor:
     """First-spike times ``[B, C, H, W]`` (T: none) of the latency code of ``x``, exactly as
-    ``snnrsa.encodings.Encoder`` places its spikes, without building the ``[T, ...]`` trains."""
+    ``snnrsa.model.encodings.Encoder`` places its spikes, without building the ``[T, ...]`` trains."""
     x = x.clamp(0.0, 1.0)
     span = max(1.0 - threshold, 1e-12)
     spike_time = torch.round(((1.0 - x) / span).clamp(0.0, 1.0) * (time_steps - 1)).long()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnrsa.backbone import fold_time
-from snnrsa.network import Network
+from snnrsa.model.backbone import fold_time
+from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.fast import (

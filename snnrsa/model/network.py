@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnrsa.backbone import Backbone
-from snnrsa.encodings import Encoder
-from snnrsa.readouts import Readout
+from snnrsa.model.backbone import Backbone
+from snnrsa.model.encodings import Encoder
+from snnrsa.model.readouts import Readout
 from snnrsa.schema import Config
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from snnrsa.data.training import batches, load_training_data
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import accuracy, set_mode
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from test_presets import CONF, THINGS
+from test_presets import THINGS
 from torch import nn
 
-from snnrsa.config import resolve
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.run.state import seed_everything
+
+from conftest import typed_cfg
 
 CHANNELS = [(3, 32), (32, 64), (64, 128)]
 
@@ -49,9 +49,8 @@ def study_weights(rule: str, seed: int) -> tuple[dict[str, torch.Tensor], list[t
 def test_published_preset_init_equals_the_study_code(rule: str) -> None:
     """FA_CNN's conv bias ``b`` (zeros, cancelled by the BatchNorm that follows) is the one
     study parameter snnrsa's bias-free convs do not have."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = resolve(compose("config", overrides=[
-            "experiment=leutenegger2026_published", f"study_rule={rule}", "seed=123", *THINGS]))
+    cfg = typed_cfg(["experiment=leutenegger2026_published", f"study_rule={rule}", "seed=123",
+                     *THINGS])
     seed_everything(cfg.seed)  # as the run loop does before building the network
     net = Network(cfg, 10)
     fitted = make_rule(cfg.rule, net, 40)

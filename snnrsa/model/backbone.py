@@ -12,7 +12,7 @@ With ``neuron=rate`` and T = 1 this is exactly a plain PyTorch CNN.
 runs k time steps at a time under activation checkpointing and is recomputed chunk by chunk in
 backward, keeping only its input, its output and one neuron state per chunk. BatchNorm still
 normalises with statistics over all T * B frames (``_ConvStats``), so the step equals full BPTT
-to float rounding (``tests/test_memory_option.py``); cost and memory: ``tools/bench_memory.py``.
+to float rounding (``tests/model/test_memory_option.py``); cost and memory: ``tools/bench_memory.py``.
 """
 
 from __future__ import annotations
@@ -220,9 +220,10 @@ class FCLayer(nn.Module):
         self.neuron = make_neuron(neuron)
         self.bn = nn.Identity()
         if self.neuron.spiking and neuron.bn_alpha is not None:
-            # tdBN here too: without it FC1's current (std ~0.3 threshold from sparse, late conv
-            # spikes) drifts below zero in epoch 1 and FC1 falls 85-96 % silent, so the head
-            # sees almost nothing (tools/diagnose_spiking_bp.py)
+            # tdBN here too: without it FC1's current (small against the threshold, from sparse,
+            # late conv spikes) drifts below zero in epoch 1 and FC1 falls mostly silent, so the
+            # head sees almost nothing (tools/diagnose_spiking_bp.py prints the current in
+            # threshold units and the silent share per layer)
             self.bn = nn.BatchNorm1d(n_out)
             nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, ConfigError, NeuronConfig
-from snnrsa.network import Network
+from snnrsa.model.backbone import Backbone
+from snnrsa.model.network import Network
 
 from conftest import typed_cfg
 

@@ -13,7 +13,7 @@ import torch
 from test_main_job import TINY, snnrsa
 
 from snnrsa.config import ConfigError
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.pc import PC, frozen_bn_stats
 from snnrsa.rules.pc_published import PCPublished

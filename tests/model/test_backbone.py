@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from snnrsa.backbone import Backbone
 from snnrsa.config import BackboneConfig, NeuronConfig
-from snnrsa.network import Network
+from snnrsa.model.backbone import Backbone
+from snnrsa.model.network import Network
 
 from conftest import typed_cfg
 

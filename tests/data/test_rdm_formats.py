@@ -34,7 +34,7 @@ from snnrsa.summarize import noise_ceilings
 
 from conftest import typed_cfg
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_IMG, N_SUBJ, N_SESS = 8, 4, 2
 IU = np.triu_indices(N_IMG, 1)
 

@@ -14,7 +14,7 @@ import pytest
 
 from snnrsa.brain import load_brain
 from snnrsa.config import ThingsBrainConfig
-from snnrsa.data import rdm_cache, things
+from snnrsa.data import rdm_cache, things, things_responses
 from snnrsa.data.synthetic_brain import SUBJECTS, ensure_synthetic_brain, write_response_h5
 from snnrsa.rsa import correlation_rdm
 
@@ -91,7 +91,8 @@ def test_matches_the_reader_and_second_call_reads_no_responses(data: Path, opene
     for roi in ROIS:
         expected = np.stack([correlation_rdm(p) for p in pats.patterns[roi]])
         np.testing.assert_allclose(brain.rdms[roi], expected, rtol=0, atol=1e-12)
-    assert np.array_equal(brain.sessions, pats.sessions) and np.array_equal(brain.runs, pats.runs)
+    assert np.array_equal(brain.sessions, pats.sessions)
+    assert np.array_equal(brain.fmri_runs, pats.fmri_runs)
     assert all(p.is_file() for paths in brain.image_paths for p in paths)
     entries = _cache_files(data)
     assert len(entries) == len(SUBJECTS) * len(ROIS)
@@ -143,7 +144,7 @@ def test_cache_writes_are_atomic(tmp_path: Path, monkeypatch, caplog):
         names=[f"s{i}.jpg" for i in range(n)],
         relpaths=[[f"c/s{i}.jpg"] for i in range(n)],
         sessions=np.ones(n, int),
-        runs=np.arange(n),
+        fmri_runs=np.arange(n),
         n_voxels=7,
         n_dropped=1,
     )
@@ -315,7 +316,7 @@ def test_nonfinite_betas(data: Path, caplog):
     assert all(np.isfinite(r).all() for r in brain.rdms.values())
     keep = np.setdiff1d(v1, v1[:2])
     sc = things.read_conditions(data / "fmri", "sub-03", "exemplar01")
-    z = things._zscore(values[keep].copy(), "all", sc.meta["session"].to_numpy())
+    z = things_responses._zscore(values[keep].copy(), "all", sc.meta["session"].to_numpy())
     expected = correlation_rdm(np.stack([z[:, t].mean(1) for t in sc.cond.trials]))
     order = [sc.cond.names.index(s) for s in brain.stimuli]
     np.testing.assert_allclose(brain.rdms["V1"][2], expected[np.ix_(order, order)], atol=1e-12)

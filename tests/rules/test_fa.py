@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.config import ConfigError
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.base import frozen_bn_stats
 from snnrsa.rules.fa import FA

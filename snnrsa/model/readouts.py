@@ -10,7 +10,7 @@ from snnrsa.schema import NeuronConfig, ReadoutConfig
 
 
 class Readout(nn.Module):
-    """rate (and probe, whose class read-out is the linear probes on frozen layers): mean head
+    """rate (and linear_probe, whose class read-out is the linear probes on frozen layers): mean head
     current over time (= the linear map of the FC rates);
     membrane: final potential of a non-spiking leaky integrator (decay beta);
     spike_count: spikes of LIF output neurons summed over time."""
@@ -22,7 +22,7 @@ class Readout(nn.Module):
         self.neuron = make_neuron(neuron) if cfg.name == "spike_count" else None
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        if self.name in ("rate", "probe"):
+        if self.name in ("rate", "linear_probe"):
             return current.mean(0)
         if self.name == "membrane":
             mem = torch.zeros_like(current[0])

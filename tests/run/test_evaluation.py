@@ -9,7 +9,7 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
 from snnrsa.brain import Brain
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import (
@@ -85,7 +85,7 @@ def test_silent_layer_scores_nan_instead_of_crashing() -> None:
     assert np.isnan(rows[0]["rho"]) and np.isfinite(rows[1]["rho"])
 
 
-def test_cross_run_pairs_mask_is_applied() -> None:
+def test_cross_fmri_run_pairs_mask_is_applied() -> None:
     rng = np.random.default_rng(2)
     n = 12
     sessions = np.ones((2, n), int)
@@ -93,7 +93,7 @@ def test_cross_run_pairs_mask_is_applied() -> None:
     brain = Brain(["sub-01", "sub-02"], [f"s{i}" for i in range(n)], [[]] * n,
                   {"V1": np.stack([correlation_rdm(rng.normal(size=(n, 9))) for _ in range(2)])},
                   sessions, runs)
-    mask = brain.cross_run_pairs()
+    mask = brain.cross_fmri_run_pairs()
     i, j = 0, 3  # same run for sub-01 (1, 1), different for sub-02 (1, 4): excluded
     assert not mask[i, j] and mask[0, 1] and not mask.diagonal().any()
     model = {"conv1": correlation_rdm(rng.normal(size=(n, 5)))}
@@ -105,7 +105,7 @@ def test_cross_run_pairs_mask_is_applied() -> None:
     averaged = Brain(brain.subjects, brain.stimuli, brain.image_paths, brain.rdms,
                      np.full((2, n), -1), np.full((2, n), -1))
     with pytest.raises(ValueError, match="session and run"):
-        averaged.cross_run_pairs()
+        averaged.cross_fmri_run_pairs()
 
 
 class _Replay:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snnrsa.config import EncodingConfig
-from snnrsa.encodings import Encoder
+from snnrsa.model.encodings import Encoder
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 

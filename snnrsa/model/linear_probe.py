@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from snnrsa.network import Network
+from snnrsa.model.network import Network
 
 
 @dataclass

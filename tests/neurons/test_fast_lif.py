@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnrsa import _lif_cpu
 from snnrsa.config import NeuronConfig
-from snnrsa.network import Network
-from snnrsa.neurons import NorseLIF, SnntorchLIF, make_neuron, pooled_spikes
+from snnrsa.model.network import Network
+from snnrsa.neurons import NorseLIF, SnntorchLIF, _cpu, make_neuron, pooled_spikes
 
 from conftest import typed_cfg
 
@@ -171,7 +170,7 @@ def test_chunked_run_from_state_equals_one_run(name, reset, sur, slope, impl) ->
 
 def _tensor_path(monkeypatch) -> None:
     """Send the fused LIF down its tensor-op path (the one GPUs take) instead of the CPU kernels."""
-    monkeypatch.setattr(_lif_cpu, "supported", lambda x: False)
+    monkeypatch.setattr(_cpu, "supported", lambda x: False)
 
 
 @pytest.mark.parametrize("name,reset,sur,slope", CASES)
@@ -318,8 +317,8 @@ def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend, kernels, monk
     batch on its own in training mode, the folded path all T*B frames: a different model)."""
     if kernels == "tensor_ops":
         _tensor_path(monkeypatch)
-    from snnrsa.backbone import Backbone
     from snnrsa.config import BackboneConfig
+    from snnrsa.model.backbone import Backbone
 
     torch.manual_seed(9)
     net = Backbone(BackboneConfig(), NeuronConfig(name=backend, time_steps=6), 10)

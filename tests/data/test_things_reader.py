@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snnrsa.data import things
+from snnrsa.data import things_responses
 from snnrsa.data.synthetic_brain import ROI_COLUMNS, write_response_h5
 from snnrsa.data.things import load_brain_patterns, select_conditions
 
@@ -106,7 +106,7 @@ def test_exemplar01_against_hand_computation(fmri: Path):
     assert bp.subjects == ["sub-01", "sub-02"]
     trial = [int(np.flatnonzero(meta["stimulus"] == s)[0]) for s in bp.stimuli]
     assert np.array_equal(bp.sessions, np.ones((2, 3), dtype=int))
-    assert np.array_equal(bp.runs[0], meta["run"].to_numpy()[trial])
+    assert np.array_equal(bp.fmri_runs[0], meta["run"].to_numpy()[trial])
     for zscore, sessions in (("none", None), ("all", None), ("session", meta["session"])):
         bp = load_brain_patterns(fmri, ["sub-01"], ROIS, "exemplar01", zscore)
         x = (
@@ -130,7 +130,7 @@ def test_concept_mean_and_test100(fmri: Path):
     bp = load_brain_patterns(fmri, ["sub-01", "sub-02"], ROIS, "concept_mean", "all")
     assert bp.stimuli == ["apple", "bee", "cat"]
     assert bp.image_relpaths[0] == [f"apple/apple_{s:02d}b.jpg" for s in (1, 2, 3)]
-    assert (bp.sessions == -1).all() and (bp.runs == -1).all()
+    assert (bp.sessions == -1).all() and (bp.fmri_runs == -1).all()
     cols = [
         np.flatnonzero((meta["concept"] == c) & (meta["trial_type"] == "train")) for c in bp.stimuli
     ]
@@ -176,7 +176,7 @@ def test_chunked_reads_give_the_same_patterns(fmri: Path, monkeypatch):
         return original(self, key)
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
-    monkeypatch.setattr(things, "CHUNK_BYTES", 8 * 15 * 2)  # two rows of 15 trials per read
+    monkeypatch.setattr(things_responses, "CHUNK_BYTES", 8 * 15 * 2)  # two rows of 15 trials per read
     for (sel, z), expected in whole.items():
         calls.clear()
         got = load_brain_patterns(fmri, ["sub-01", "sub-02"], ROIS, sel, z)
