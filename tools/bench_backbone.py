@@ -14,6 +14,9 @@ Cases, all on the study backbone (conv 32/64/128, FC 512, 32 px), batch 64, one 
              CUDA the implementation it selects itself, reported) between the same conv/BN/pool/FC
              modules, folded over time as its SeqToANNContainer does; settings mapped from
              snnrsa's neuron (see SJ_MAPPING). Skipped with a message when not installed.
+  spikingjelly_cl  the same on channels-last frames, the layout snnrsa's fast path trains in on
+             CPU (snnrsa.model.backbone.Backbone._channels_last): separates the layout's share of
+             the lead from the neuron kernels' (vs_spikingjelly_channels_last lines)
   fast+ckpt  (--checkpoint K) fast with backbone.time_checkpoint = K (conv blocks recomputed K time
              steps at a time in backward: the BPTT memory bound; tools/bench_memory.py)
 Input: Poisson spike frames (every time step differs, so conv1 runs T times as in the bound); with
@@ -329,6 +332,12 @@ def main(argv=None) -> None:
                 sj = make(backend, "fast", T, dev).train()
                 nodes = spikingjelly_nodes(NeuronConfig(name=backend, time_steps=T), backend, 4)
                 cases[f"{backend}:spikingjelly"] = partial(spikingjelly_loss, sj, nodes, seq, y)
+                # the same with channels-last frames, as snnrsa's fast path trains on CPU: how much
+                # of the lead is that layout rather than the neuron kernels
+                nodes_cl = spikingjelly_nodes(NeuronConfig(name=backend, time_steps=T), backend, 4)
+                seq_cl = seq.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+                cases[f"{backend}:spikingjelly_cl"] = partial(
+                    spikingjelly_loss, sj, nodes_cl, seq_cl.unflatten(0, seq.shape[:2]), y)
         times = {k: [] for k in cases}
         for fn in cases.values():  # warm-up
             step(fn)
@@ -351,7 +360,8 @@ def main(argv=None) -> None:
                   f"{lib_name} loop, {med[f'{backend}:folded_lib'] / f:.2f}x the folded library loop")
             ratios.append((backend, T, f / b))
             if f"{backend}:spikingjelly" in med:
-                sj_ratios.append((backend, T, med[f"{backend}:spikingjelly"] / f))
+                sj_ratios.append((backend, T, med[f"{backend}:spikingjelly"] / f,
+                                  med[f"{backend}:spikingjelly_cl"] / f))
     if dev.type == "cpu":  # what keep_freed_memory saves: compare a run with --system-allocator
         import resource
 
@@ -400,8 +410,10 @@ def main(argv=None) -> None:
     print()
     for backend, T, r in ratios:
         print(f"bound_ratio {backend} T={T} {r:.3f}")
-    for backend, T, r in sj_ratios:
+    for backend, T, r, _ in sj_ratios:
         print(f"vs_spikingjelly {backend} T={T} {r:.2f}")
+    for backend, T, _, r in sj_ratios:
+        print(f"vs_spikingjelly_channels_last {backend} T={T} {r:.2f}")
     sys.stdout.flush()
 
 

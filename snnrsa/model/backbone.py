@@ -267,9 +267,9 @@ class Backbone(nn.Module):
             FCLayer(units[i], units[i + 1], neuron, cfg.dropout) for i in range(len(cfg.fc_units))
         )
         self.head = nn.Linear(units[-1], n_classes)
-        # no-grad evaluation only (training is never affected): channels-last frames (mkldnn's
-        # faster conv layout on CPU) and BatchNorm folded into the convs; features change by
-        # float rounding only (<= 1e-6 measured, tools/bench_eval.py)
+        # channels-last frames (mkldnn's faster conv and BatchNorm layout on CPU; see
+        # _channels_last for where) and, in no-grad evaluation, BatchNorm folded into the convs;
+        # features change by float rounding only (tools/bench_eval.py prints the difference)
         self.channels_last = True
         self.fold_bn = True
         # training-memory bound (backbone.time_checkpoint): conv blocks recomputed in backward,
@@ -296,12 +296,25 @@ class Backbone(nn.Module):
         for b in self.blocks:
             b.fold_bn = bool(value)
 
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        """Whether frames go channels-last: always in no-grad evaluation, and in training only
+        where the fused LIF + pool kernels read that layout as it lies (fast spiking neurons on
+        CPU), so rate, library-loop and rule-specific training keep their numbers. A spiking BP
+        step then spends less in its convolutions and BatchNorm (``tools/bench_backbone.py``)."""
+        if not self.channels_last:
+            return False
+        if not self.training and not torch.is_grad_enabled():
+            return True
+        neuron = self.blocks[0].neuron
+        return (x.device.type == "cpu" and getattr(neuron, "spiking", False)
+                and getattr(neuron, "impl", None) == "fast" and _is_2x2_max_pool(self.blocks[0].pool))
+
     def forward(
         self, x: torch.Tensor, static: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Head currents ``[T, B, K]`` and each named layer's output sequence ``[T, B, ...]``."""
         outputs: dict[str, torch.Tensor] = {}
-        if self.channels_last and x.dim() == 5 and not self.training and not torch.is_grad_enabled():
+        if x.dim() == 5 and self._channels_last(x):
             cl = torch.channels_last
             if static:
                 x = x[0].contiguous(memory_format=cl).unsqueeze(0).expand(x.shape)
