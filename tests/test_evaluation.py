@@ -15,6 +15,7 @@ from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import (
     extract_features,
     firing_stats,
+    held_out_subset,
     model_rdm,
     score_checkpoint,
     set_mode,
@@ -133,3 +134,13 @@ def test_firing_stats_count_rates_silent_units_and_silent_stimuli() -> None:
         {"firing_rate": 5 / (4 * 5 * 8), "silent_units": 6 / 8, "silent_stimuli": 3 / 5})
     assert stats["fc1"] == pytest.approx(
         {"firing_rate": 10 / (4 * 5 * 3), "silent_units": 2 / 3, "silent_stimuli": 0.0})
+
+
+def test_held_out_subset_is_fixed_sized_and_checked() -> None:
+    a, b = held_out_subset(2000, 500, 2), held_out_subset(2000, 500, 2)
+    assert torch.equal(a, b) and len(a) == 500 and len(torch.unique(a)) == 500
+    assert bool((a[1:] > a[:-1]).all()) and 0 <= int(a.min()) and int(a.max()) < 2000
+    assert not torch.equal(a, held_out_subset(2000, 500, 3))
+    assert held_out_subset(2000, None, 2) is None and held_out_subset(2000, 2000, 2) is None
+    with pytest.raises(ValueError, match="test_images=2001 must lie in 1..2000"):
+        held_out_subset(2000, 2001, 2)

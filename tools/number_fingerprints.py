@@ -63,7 +63,7 @@ CONFIGS: dict[str, list[str]] = {
                       *LIF, "rule.layer_images=[64,64,64]", "readout.probe_layers=[conv1]"],
 }
 FILES = ("rsa.csv", "train.csv", "rule_log.csv", "dynamics_rsa.csv", "probe.csv")
-TIMING = ("seconds",)
+TIMING = ("seconds", "eval_seconds")
 
 
 def sha(path: Path) -> str:

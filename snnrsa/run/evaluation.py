@@ -81,15 +81,32 @@ def extract_features(
 
 
 @torch.no_grad()
-def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.device):
-    """Held-out loss and accuracy of the rule's classifier, in evaluation mode."""
+def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.device,
+             subset: torch.Tensor | None = None) -> tuple[float, float]:
+    """Held-out loss and accuracy of the rule's classifier, in evaluation mode, over the test
+    images ``subset`` indexes (all when None)."""
+    images, labels = data.test_images, data.test_labels
+    if subset is not None:
+        images, labels = images[subset], labels[subset]
     loss, correct = 0.0, 0
-    for x, y in batches(data.test_images, data.test_labels, batch_size, device=device):
+    for x, y in batches(images, labels, batch_size, device=device):
         logits = rule.predict(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    n = len(data.test_labels)
+    n = len(labels)
     return loss / n, correct / n
+
+
+def held_out_subset(n_available: int, n: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of ``n`` test images drawn once from ``seed`` (None: all), so that every epoch,
+    run seed and rule is scored on the same images."""
+    if n is not None and not 0 < n <= n_available:
+        raise ValueError(f"test_images={n} must lie in 1..{n_available} (held-out images "
+                         "available), or be null for all")
+    if n is None or n == n_available:
+        return None
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_available, n,
+                                                                       replace=False)))
 
 
 @torch.no_grad()
