@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.spatial.distance import pdist, squareform
@@ -13,10 +14,12 @@ from snnrsa.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import (
+    EvalSet,
     extract_features,
     firing_stats,
     held_out_subset,
     model_rdm,
+    noise_ceilings,
     score_checkpoint,
     set_mode,
 )
@@ -144,3 +147,37 @@ def test_held_out_subset_is_fixed_sized_and_checked() -> None:
     assert held_out_subset(2000, None, 2) is None and held_out_subset(2000, 2000, 2) is None
     with pytest.raises(ValueError, match="test_images=2001 must lie in 1..2000"):
         held_out_subset(2000, 2001, 2)
+
+
+def test_run_noise_ceilings_are_loso_over_the_scored_pairs_and_printed() -> None:
+    """Lower bound by hand (scipy): each subject against the mean rank RDM of the others, over
+    the cross-run pairs only; upper: against the mean rank RDM of all. One-subject ROIs have none."""
+    from scipy.stats import rankdata
+
+    from snnrsa.run.report import summary_tables
+
+    rng = np.random.default_rng(5)
+    n, shared = 14, rng.normal(size=(14, 6))
+    rdms = np.stack([correlation_rdm(shared + rng.normal(size=(n, 6))) for _ in range(4)])
+    sessions = np.ones((4, n), int)
+    runs = np.tile(np.arange(n) % 3 + 1, (4, 1))
+    brain = Brain([f"sub-0{i}" for i in range(1, 5)], [f"s{i}" for i in range(n)], [[]] * n,
+                  {"IT": rdms, "V1": rdms[:1]}, sessions, runs)
+    mask = brain.cross_run_pairs()
+    ceil = noise_ceilings(EvalSet(brain, torch.zeros(0), [], mask))
+    assert list(ceil.roi) == ["IT"]  # V1 has one subject: nothing to leave out
+    iu = np.triu_indices(n, 1)
+    vec = np.stack([r[iu][mask[iu]] for r in rdms])
+    ranks = rankdata(vec, axis=1)
+    lower = np.mean([spearmanr(np.delete(ranks, s, 0).mean(0), vec[s])[0] for s in range(4)])
+    upper = np.mean([spearmanr(ranks.mean(0), v)[0] for v in vec])
+    assert ceil.lower[0] == pytest.approx(lower, abs=1e-12)
+    assert ceil.upper[0] == pytest.approx(upper, abs=1e-12) and lower < upper
+    rsa = pd.DataFrame([{"epoch": e, "layer": "conv1", "roi": roi, "subject": "sub-01",
+                         "rho": 0.1 * e} for e in (0, 1) for roi in ("IT", "V1")])
+    train = pd.DataFrame({"epoch": [0, 1], "train_loss": [np.nan, 1.0],
+                          "train_acc": [np.nan, 0.5], "test_acc": [0.1, 0.4]})
+    text = summary_tables(rsa, train, ceil)
+    block = text.split("Noise ceiling per ROI")[1].split("\n\n")[0]
+    assert f"{lower:.4f}" in block and f"{upper:.4f}" in block
+    assert text.index("V1") < text.index("IT")  # hierarchy order, not file order

@@ -36,6 +36,7 @@ def run_dir(tmp_path_factory, cache_dir) -> Path:
     proc = snnrsa([*TINY, f"hydra.run.dir={out}"], cache_dir)
     assert "Best-layer Spearman rho per ROI" in proc.stdout
     assert "Accuracy (held-out test set)" in proc.stdout
+    assert "Noise ceiling per ROI" in proc.stdout
     return out
 
 
@@ -78,6 +79,9 @@ def test_run_directory_contract(run_dir: Path) -> None:
         ckpt = torch.load(run_dir / "checkpoints" / f"epoch_{epoch}.pt", weights_only=False)
         assert ckpt["epoch"] == epoch and "model" in ckpt
     assert (run_dir / "rsa_trajectory.png").stat().st_size > 10_000
+    ceil = pd.read_csv(run_dir / "noise_ceiling.csv")
+    assert list(ceil.roi) == rois and (ceil.lower < ceil.upper).all()
+    assert (ceil.n_subjects == 3).all()
     train = pd.read_csv(run_dir / "train.csv")
     assert list(train.epoch) == [0, 1, 2]
     assert {"train_loss", "train_acc", "test_loss", "test_acc"} <= set(train.columns)

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +17,7 @@ from snnrsa.data.images import load_images
 from snnrsa.data.training import TrainingSet, batches
 from snnrsa.network import Network
 from snnrsa.rsa import correlation_rdm
+from snnrsa.rsa.ceiling import loso_noise_ceiling
 from snnrsa.rsa.compare import compare_each
 from snnrsa.rules import Rule
 from snnrsa.schema import Config
@@ -42,6 +44,22 @@ def load_eval_set(cfg: Config) -> EvalSet:
     images = load_images(unique, cfg.brain.resolution, cfg.brain.interpolation)
     mask = brain.cross_run_pairs() if cfg.rsa.pairs == "cross_run" else None
     return EvalSet(brain, images, groups, mask)
+
+
+def noise_ceilings(evalset: EvalSet) -> pd.DataFrame:
+    """Each ROI's leave-one-subject-out noise ceiling (per-subject Spearman over the scored
+    pairs, as the scores are), where the brain data has at least 2 subjects to leave out."""
+    rows = []
+    for roi, rdms in evalset.brain.rdms.items():
+        if len(rdms) < 2:
+            continue
+        try:
+            lower, upper = loso_noise_ceiling(rdms, "spearman", evalset.mask)
+        except ValueError as err:  # e.g. non-finite dissimilarities
+            log.warning("no noise ceiling for ROI %s: %s", roi, err)
+            continue
+        rows.append({"roi": roi, "lower": lower, "upper": upper, "n_subjects": len(rdms)})
+    return pd.DataFrame(rows, columns=["roi", "lower", "upper", "n_subjects"])
 
 
 def set_mode(net: nn.Module, training: bool, bn_mode: str = "eval") -> None:

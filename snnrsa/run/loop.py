@@ -26,6 +26,7 @@ from snnrsa.run.evaluation import (
     firing_stats,
     held_out_subset,
     load_eval_set,
+    noise_ceilings,
     probe_rows,
     set_mode,
 )
@@ -54,6 +55,7 @@ class Job:
     sources: dict[int, Path]  # evaluate_from: epoch -> checkpoint of the run being re-scored
     ident: dict[str, Any]
     held_out: torch.Tensor | None  # test images scored for accuracy (None: all)
+    ceilings: pd.DataFrame  # LOSO noise ceiling per ROI (noise_ceiling.csv)
     started: float  # perf_counter() when this process began the job
 
 
@@ -125,8 +127,10 @@ def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
     ident = {"rule": cfg.rule.name, "neuron": cfg.neuron.name, "encoding": cfg.encoding.name,
              "readout": cfg.readout.name, "seed": cfg.seed}
     held_out = held_out_subset(len(data.test_labels), cfg.test_images, cfg.data.data_seed + 2)
+    ceilings = noise_ceilings(evalset)
+    write_csv(ceilings, out_dir / "noise_ceiling.csv")
     return Job(cfg, out_dir, config_yaml, device, meta, data, evalset, net, rule, checkpoints,
-               sources, ident, held_out, started)
+               sources, ident, held_out=held_out, ceilings=ceilings, started=started)
 
 
 def resume(job: Job) -> RunState:
@@ -230,7 +234,7 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     write_csv(rsa, job.out_dir / "rsa.csv")
     write_results_h5(job.out_dir / "results.h5", job.evalset.brain, state.model_rdms, job.meta,
                      state.snapshots)
-    plot_trajectory(rsa, job.out_dir / "rsa_trajectory.png")
+    plot_trajectory(rsa, job.out_dir / "rsa_trajectory.png", job.ceilings)
 
 
 def write_wall_time(job: Job, state: RunState) -> None:

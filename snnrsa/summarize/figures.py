@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from snnrsa.plots import ceiling_band
 from snnrsa.summarize.loading import (
     CONVENTIONS,
     UNTRAINED,
@@ -55,17 +56,9 @@ def _epoch_axis(ax, epochs: Sequence[float]) -> None:
 
 
 def _ceiling_band(ax, ceil: pd.DataFrame, roi: str) -> None:
-    """Noise-ceiling band; when it lies far above the data, a note instead (data stay legible)."""
     c = ceil[ceil.roi == roi]
-    if not len(c):
-        return
-    lo, up = float(c.lower.iloc[0]), float(c.upper.iloc[0])
-    y0, y1 = ax.get_ylim()
-    if lo > y1 + 2 * (y1 - y0):
-        ax.text(0.02, 0.97, f"noise ceiling {lo:.2f}–{up:.2f} (above)", transform=ax.transAxes,
-                va="top", fontsize=7, color="0.4")
-        return
-    ax.axhspan(lo, up, color="0.85", zorder=0, label="noise ceiling")
+    if len(c):
+        ceiling_band(ax, float(c.lower.iloc[0]), float(c.upper.iloc[0]))
 
 
 def _trajectory(ax, traj: pd.DataFrame, roi: str, conv: str, colors: dict, ceil: pd.DataFrame,
