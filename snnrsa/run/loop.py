@@ -224,6 +224,7 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
                            job.device) if cfg.neuron.name in SPIKING_NEURONS else {})
     state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
+                        "pooling": cfg.rsa.layer_pooling,
                         "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]
     if cfg.readout.probe_layers:
         state.probe_rows += [{**job.ident, "epoch": epoch, **r}

@@ -15,7 +15,7 @@ log = logging.getLogger("snnrsa.summarize")
 REQUIRED = ("rule", "layer", "roi", "subject", "seed", "epoch", "rho")
 
 
-CONDITION_COLUMNS = ("neuron", "encoding", "readout", "resolution", "selection")
+CONDITION_COLUMNS = ("neuron", "encoding", "readout", "resolution", "selection", "pooling")
 
 
 DEFAULT_FIXED_MAP: dict[str, str] = {
