@@ -55,19 +55,26 @@ TRAJECTORY_SEEDS = 2
 TRAJECTORY = (0, 1, 2, 5, 10, 20, 30, 40)
 HEADLINE = (0, 1)
 STAGES = ("headline", "readout", "trajectory", "summarize")
-# Cost model for --dry-run, measured with this script on 2 cores (tools/replicate_cichy92.py
-# --calibrate, December 2026, load ~4): seconds per 1,000 training images and epoch (training
-# and the held-out test), and seconds per checkpoint scored (92 images at 224 px, 4 layers).
+# Cost model for --dry-run, in seconds on 2 otherwise idle cores. Measured with this script
+# (--stage headline --n-train 1024 --n-test 256 --seeds 42, train.csv seconds / eval_seconds) at a
+# load of 7-11 and scaled by bp's ratio to a full 8,000-image bp job measured at load 3 (epoch
+# 55.5 s, whole job 87 s): training per 1,000 images and epoch; the held-out test (32 px) per
+# 1,000 images; one checkpoint's scoring of the 92 images at 224 px.
 TRAIN_S_PER_1000: dict[str, float] = {
-    "untrained": 0.0, "bp": 6.9, "fa": 7.5, "pc_published": 12.0, "stdp_published": 8.0,
-    "pc": 20.0, "stdp": 60.0, "bp_lif": 90.0,
+    "untrained": 0.0, "bp": 6.4, "fa": 11.9, "pc_published": 35.5, "stdp_published": 10.2,
+    "pc": 37.0, "stdp": 10.1, "bp_lif": 60.0,
+}
+TEST_S_PER_1000: dict[str, float] = {
+    "untrained": 2.3, "bp": 2.3, "fa": 2.3, "pc_published": 35.0, "stdp_published": 2.3,
+    "pc": 2.3, "stdp": 23.0, "bp_lif": 20.0,
 }
 EVAL_S: dict[str, float] = {
-    "untrained": 3.0, "bp": 3.0, "fa": 3.0, "pc_published": 4.0, "stdp_published": 3.0,
-    "pc": 4.0, "stdp": 20.0, "bp_lif": 20.0,
+    "untrained": 3.0, "bp": 3.0, "fa": 5.0, "pc_published": 44.0, "stdp_published": 3.0,
+    "pc": 3.0, "stdp": 145.0, "bp_lif": 145.0,
 }
-STARTUP_S = 25.0  # imports, CIFAR JPEG subset and brain RDMs
-SPATIAL_FACTOR = 3.0  # rsa.layer_pooling=none: RDMs over every unit
+STARTUP_S = 25.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
+SPATIAL_FACTOR = 1.5  # rsa.layer_pooling=none: RDMs over every unit
+N_TEST = 2000  # the shared subset's held-out images
 
 
 @dataclass
@@ -81,14 +88,18 @@ class Job:
     n_train: int
     source: str | None = None  # evaluate_from: the training job whose checkpoints it scores
     spatial: bool = False
+    resolution: int = 224
     seconds: float = field(default=0.0, init=False)
 
-    def estimate(self) -> float:
-        """Seconds on 2 cores by the cost model above."""
-        trained = 0 if self.source or self.rule == "untrained" else max(self.checkpoints)
-        scored = 1 if self.rule == "untrained" else len(self.checkpoints)
-        evals = scored * EVAL_S[self.rule] * (SPATIAL_FACTOR if self.spatial else 1.0)
-        return STARTUP_S + trained * self.n_train / 1000 * TRAIN_S_PER_1000[self.rule] + evals
+    def estimate(self, n_test: int | None = None) -> float:
+        """Seconds on 2 idle cores by the cost model above (scoring scales with the pixels)."""
+        scale = (SPATIAL_FACTOR if self.spatial else 1.0) * (self.resolution / 224) ** 2
+        evals = len(self.checkpoints) * EVAL_S[self.rule] * scale
+        if self.source:  # scoring only
+            return STARTUP_S + evals
+        tests = len(self.checkpoints) * (n_test or N_TEST) / 1000 * TEST_S_PER_1000[self.rule]
+        trained = max(self.checkpoints) * self.n_train / 1000 * TRAIN_S_PER_1000[self.rule]
+        return STARTUP_S + trained + tests + evals
 
 
 def base_overrides(args: argparse.Namespace, rule: str, seed: int) -> list[str]:
@@ -117,7 +128,7 @@ def job_list(args: argparse.Namespace, stage: str) -> list[Job]:
                                 args.n_train))
                 jobs.append(Job(f"headline_res32/{rule}_seed{seed}", rule,
                                 [*base, source, "brain.resolution=32"], epochs, args.n_train,
-                                source=head))
+                                source=head, resolution=32))
             elif stage == "readout":
                 jobs.append(Job(f"readout/{rule}_seed{seed}", rule,
                                 [*base, source, "rsa.layer_pooling=none"], epochs,
@@ -204,12 +215,12 @@ def print_plan(args: argparse.Namespace, stages: list[str]) -> None:
     for stage in stages:
         jobs = job_list(args, stage) if stage != "summarize" else []
         left = [j for j in jobs if not is_done(runs, j)]
-        cost = sum(j.estimate() for j in left)
+        cost = sum(j.estimate(args.n_test) for j in left)
         total += cost
         print(f"== {stage}: {len(jobs)} jobs, {len(jobs) - len(left)} done, "
               f"~{cost / 3600:.1f} h left on 2 cores")
         for j in jobs:
-            state = "done" if j not in left else f"~{j.estimate() / 60:.1f} min"
+            state = "done" if j not in left else f"~{j.estimate(args.n_test) / 60:.1f} min"
             print(f"  {j.name:34s} epochs {','.join(map(str, j.checkpoints)):22s} {state}")
     print(f"total left ~{total / 3600:.1f} h of 2-core time (one job at a time with --threads 2; "
           f"--jobs N --threads 1 runs N side by side)")
