@@ -38,6 +38,9 @@ sys.path.insert(0, str(REPO / "tools"))
 from replicate_analysis import summarize_all  # noqa: E402
 
 SEEDS = (42, 123, 456, 789, 1337)
+# a LIF network's activity at 224 px (every layer, T = 8 steps) takes hundreds of MB per image:
+# score 8 images at a time (64 at a time was killed for memory at 13.6 GB on a 23 GB machine)
+SPIKING_AT_224 = ["rsa.eval_batch_size=8"]
 # rule label -> overrides on experiment=replicate_cichy92: the study's rules as published, then
 # snnrsa's own (canonical PC, canonical spiking STDP, BP on the LIF backbone with analog input)
 RULES: dict[str, list[str]] = {
@@ -47,8 +50,8 @@ RULES: dict[str, list[str]] = {
     "pc_published": ["study_rule=pc_published"],
     "stdp_published": ["study_rule=stdp_published"],
     "pc": ["study_rule=pc"],
-    "stdp": ["rule=stdp", "neuron=snntorch_lif", "encoding=latency"],
-    "bp_lif": ["study_rule=bp", "+study_input=lif_analog"],
+    "stdp": ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", *SPIKING_AT_224],
+    "bp_lif": ["study_rule=bp", "+study_input=lif_analog", *SPIKING_AT_224],
 }
 ALL_SEEDS_IN_TRAJECTORY = ("bp",)  # the other trained rules: the first two seeds
 TRAJECTORY_SEEDS = 2
