@@ -62,18 +62,19 @@ STAGES = ("headline", "readout", "trajectory", "summarize")
 # (--stage headline --n-train 1024 --n-test 256 --seeds 42, train.csv seconds / eval_seconds) at a
 # load of 7-11 and scaled by bp's ratio to a full 8,000-image bp job measured at load 3 (epoch
 # 55.5 s, whole job 87 s): training per 1,000 images and epoch; the held-out test (32 px) per
-# 1,000 images; one checkpoint's scoring of the 92 images at 224 px.
+# 1,000 images; one checkpoint's scoring of the 92 images at 224 px (spiking rules 8 at a time).
+# Canonical STDP trains layer by layer (4,000 images each), so its epochs cost unevenly.
 TRAIN_S_PER_1000: dict[str, float] = {
     "untrained": 0.0, "bp": 6.4, "fa": 11.9, "pc_published": 35.5, "stdp_published": 10.2,
-    "pc": 37.0, "stdp": 10.1, "bp_lif": 60.0,
+    "pc": 37.0, "stdp": 6.0, "bp_lif": 8.3,
 }
 TEST_S_PER_1000: dict[str, float] = {
     "untrained": 2.3, "bp": 2.3, "fa": 2.3, "pc_published": 35.0, "stdp_published": 2.3,
-    "pc": 2.3, "stdp": 23.0, "bp_lif": 20.0,
+    "pc": 2.3, "stdp": 9.7, "bp_lif": 2.8,
 }
 EVAL_S: dict[str, float] = {
     "untrained": 3.0, "bp": 3.0, "fa": 5.0, "pc_published": 44.0, "stdp_published": 3.0,
-    "pc": 3.0, "stdp": 145.0, "bp_lif": 145.0,
+    "pc": 3.0, "stdp": 58.0, "bp_lif": 15.0,
 }
 STARTUP_S = 25.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
 SPATIAL_FACTOR = 1.5  # rsa.layer_pooling=none: RDMs over every unit
@@ -224,7 +225,7 @@ def print_plan(args: argparse.Namespace, stages: list[str]) -> None:
               f"~{cost / 3600:.1f} h left on 2 cores")
         for j in jobs:
             state = "done" if j not in left else f"~{j.estimate(args.n_test) / 60:.1f} min"
-            print(f"  {j.name:34s} epochs {','.join(map(str, j.checkpoints)):22s} {state}")
+            print(f"  {j.name:38s} epochs {','.join(map(str, j.checkpoints)):22s} {state}")
     print(f"total left ~{total / 3600:.1f} h of 2-core time (one job at a time with --threads 2; "
           f"--jobs N --threads 1 runs N side by side)")
 
