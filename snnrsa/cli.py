@@ -34,7 +34,8 @@ def run_job(cfg: DictConfig) -> float:
     except RDMFileError as err:  # a user's RDM file: the message, not a traceback
         raise SystemExit(f"snnrsa: unusable brain RDMs: {err}") from None
     train = pd.read_csv(out_dir / "train.csv")
-    text = summary_tables(rsa, train)
+    ceil_csv = out_dir / "noise_ceiling.csv"
+    text = summary_tables(rsa, train, pd.read_csv(ceil_csv) if ceil_csv.exists() else None)
     if (out_dir / "probe.csv").exists():
         probe = pd.read_csv(out_dir / "probe.csv")
         text += "\n\nLinear-probe held-out accuracy (frozen layers):\n" + probe.pivot(

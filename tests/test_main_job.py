@@ -36,6 +36,7 @@ def run_dir(tmp_path_factory, cache_dir) -> Path:
     proc = snnrsa([*TINY, f"hydra.run.dir={out}"], cache_dir)
     assert "Best-layer Spearman rho per ROI" in proc.stdout
     assert "Accuracy (held-out test set)" in proc.stdout
+    assert "Noise ceiling per ROI" in proc.stdout
     return out
 
 
@@ -78,11 +79,18 @@ def test_run_directory_contract(run_dir: Path) -> None:
         ckpt = torch.load(run_dir / "checkpoints" / f"epoch_{epoch}.pt", weights_only=False)
         assert ckpt["epoch"] == epoch and "model" in ckpt
     assert (run_dir / "rsa_trajectory.png").stat().st_size > 10_000
+    ceil = pd.read_csv(run_dir / "noise_ceiling.csv")
+    assert list(ceil.roi) == rois and (ceil.lower < ceil.upper).all()
+    assert (ceil.n_subjects == 3).all()
     train = pd.read_csv(run_dir / "train.csv")
     assert list(train.epoch) == [0, 1, 2]
     assert {"train_loss", "train_acc", "test_loss", "test_acc"} <= set(train.columns)
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["git_commit"] and meta["device"].startswith("cpu")
+    assert (train.eval_seconds > 0).all() and train.test_acc.notna().all()
+    assert meta["wall_seconds"] == pytest.approx(train.seconds.sum() + train.eval_seconds.sum(),
+                                                 abs=1e-2)
+    assert meta["process_seconds"] >= meta["wall_seconds"]
     assert "n_concepts: 24" in (run_dir / "config.yaml").read_text()
     assert not list(run_dir.rglob("*.tmp"))  # no temporary files left behind
 
@@ -164,11 +172,26 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, cache_dir: Path)
     assert "resuming" in resumed.stderr + resumed.stdout
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / "rsa.csv"),
                                   pd.read_csv(killed / "rsa.csv"))
-    train_a = pd.read_csv(tmp_path / "whole" / "train.csv").drop(columns="seconds")
-    train_b = pd.read_csv(killed / "train.csv").drop(columns="seconds")
+    timing = ["seconds", "eval_seconds"]
+    train_a = pd.read_csv(tmp_path / "whole" / "train.csv").drop(columns=timing)
+    train_b = pd.read_csv(killed / "train.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(train_a, train_b)
     again = snnrsa([*args, f"hydra.run.dir={killed}"], cache_dir)
     assert "complete" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+def test_held_out_accuracy_every_k_epochs_on_a_fixed_subset(tmp_path: Path,
+                                                            cache_dir: Path) -> None:
+    snnrsa([*TINY, "checkpoints=[0,3]", "test_every=2", "test_images=50",
+            f"hydra.run.dir={tmp_path}"], cache_dir)
+    train = pd.read_csv(tmp_path / "train.csv")
+    assert list(train.epoch) == [0, 1, 2, 3]
+    assert train.test_acc.notna().tolist() == [True, False, True, True]  # every 2 + checkpoints
+    assert np.allclose(train.test_acc.dropna() * 50, np.round(train.test_acc.dropna() * 50))
+    assert train.train_loss.iloc[1:].notna().all()
+    assert (train.eval_seconds > 0).tolist() == [True, False, False, True]
+    assert sorted(pd.read_csv(tmp_path / "rsa.csv").epoch.unique()) == [0, 3]
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ CONFIGS: dict[str, list[str]] = {
                       *LIF, "rule.layer_images=[64,64,64]", "readout.probe_layers=[conv1]"],
 }
 FILES = ("rsa.csv", "train.csv", "rule_log.csv", "dynamics_rsa.csv", "probe.csv")
-TIMING = ("seconds",)
+TIMING = ("seconds", "eval_seconds")
 # labels renamed since a baseline (issue 14: readout=probe -> linear_probe), mapped back in the
 # CSVs before hashing so that hashes compare across the rename; numbers are hashed as written
 RENAMED_LABELS = ((b",linear_probe,", b",probe,"), (b",linear_probe\n", b",probe\n"))

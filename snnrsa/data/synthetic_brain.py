@@ -13,23 +13,12 @@ its exemplars vary pose, size and clutter (`snnrsa.data.procedural`). Every sess
 exemplar of every concept (so there are ``n_sessions`` exemplars per concept) and each test image
 (an extra exemplar of ``n_test`` concepts) once.
 
-Ground-truth encoding model (what each ROI "computes"; `ground_truth_features`):
-
-- Early ROIs: Gabor energy of the image luminance, the amplitude of a complex (quadrature-pair)
-  Gabor filter, average-pooled over a grid of receptive fields. Along the hierarchy the grid
-  coarsens and the preferred spatial frequency (cycles per image) falls:
-  V1 20 c/img, 4 orientations, 8x8 grid; V2 8 c/img, 6 orientations, 4x4; V3 4 c/img,
-  8 orientations, 2x2; hV4 2 and 4 c/img, 8 orientations, pooled globally, plus three
-  centre-weighted colour-opponent means (red-green, blue-yellow, saturation).
-- LOC (voxels of lLOC and rLOC): object shape, with some size and position information:
-  five shape descriptors (corners, concavity, hole, elongation, curvature; `SHAPE_DESCRIPTORS`;
-  weight 1), object size (1), one-hot shape class (0.5) and object position (0.5).
-- IT: category and identity: one-hot category (weight 2), one-hot shape class (1) and the
-  concept's colour (1).
-Each feature is z-scored over the stimulus set before weighting, mirroring voxel z-scoring.
+Ground-truth encoding model (what each ROI "computes"): `snnrsa.data.ground_truth` (Gabor
+energy and local luminance per receptive-field cell in V1-V3, globally pooled energy and colour
+in hV4, shape in LOC, category and identity in IT), also written into the set's README.
 
 Voxels. An early-ROI voxel has one receptive field (a grid cell) and mixes the orientation and
-frequency channels of that cell with random non-negative weights (hV4 voxels: three random
+luminance channels of that cell with random non-negative weights (hV4 voxels: three random
 features); an LOC or IT voxel mixes three random features of its ROI. The mixture is scaled to unit
 variance over the images (the signal). Noise per trial, relative to that: shared subject-specific
 structured noise (five trial factors with random voxel loadings, common to all ROIs of a subject,
@@ -48,151 +37,43 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from snnrsa.data import procedural
+from snnrsa.data import ground_truth, procedural
+from snnrsa.data.ground_truth import (
+    GABOR_BANKS,
+    GT_ROIS,
+    LOCAL_ROIS,
+    SHAPE_DESCRIPTORS,
+    channels_per_cell,
+    ground_truth_features,
+)
+from snnrsa.data.pandas_h5 import write_response_h5
+from snnrsa.data.synthetic_voxels import (
+    GLASSER_COLUMNS,
+    ROI_COLUMNS,
+    VOXEL_BOXES,
+    layout_voxels,
+    reliability,
+    voxel_metadata,
+)
 
+# the names tests and readers use, wherever they now live
+__all__ = [
+    "DEFAULT_VOXELS", "GABOR_BANKS", "GENERATOR_VERSION", "GLASSER_COLUMNS", "GT_ROIS",
+    "ROI_COLUMNS", "SHAPE_DESCRIPTORS", "SUBJECTS", "ensure_synthetic_brain",
+    "ground_truth_features", "write_response_h5",
+]
 SUBJECTS = ["sub-01", "sub-02", "sub-03"]
 DEFAULT_VOXELS: dict[str, int] = {
     "V1": 200, "V2": 200, "V3": 150, "hV4": 120, "lLOC": 80, "rLOC": 80, "IT": 150, "unassigned": 100,
 }  # fmt: skip
-GT_ROIS = ["V1", "V2", "V3", "hV4", "LOC", "IT"]
-# ROI columns of the release's voxel metadata, in its order (Glasser: a few of its 180 columns).
-ROI_COLUMNS = [
-    "V1", "V2", "V3", "hV4", "VO1", "VO2", "LO1 (prf)", "LO2 (prf)", "TO1", "TO2", "V3b", "V3a",
-    "lEBA", "rEBA", "lFFA", "rFFA", "lOFA", "rOFA", "lSTS", "rSTS", "lPPA", "rPPA", "lRSC", "rRSC",
-    "lTOS", "rTOS", "lLOC", "rLOC", "IT",
-]  # fmt: skip
-GLASSER_COLUMNS = ["glasser-TE1p", "glasser-TE2p", "glasser-FFC", "glasser-VVC", "glasser-PHA1"]
-# Per shape class: corners/12, concave, hole, elongation, curved outline.
-SHAPE_DESCRIPTORS: dict[str, tuple[float, float, float, float, float]] = {
-    "circle": (0.0, 0, 0, 0.0, 1), "ellipse": (0.0, 0, 0, 1.0, 1), "ring": (0.0, 0, 1, 0.0, 1),
-    "crescent": (2 / 12, 1, 0, 0.5, 1), "square": (4 / 12, 0, 0, 0.0, 0),
-    "triangle": (3 / 12, 0, 0, 0.0, 0), "hexagon": (6 / 12, 0, 0, 0.0, 0),
-    "star": (10 / 12, 1, 0, 0.0, 0), "cross": (1.0, 1, 0, 0.3, 0), "arrow": (7 / 12, 1, 0, 1.0, 0),
-}  # fmt: skip
-# Early ROIs: (cycles per image, number of orientations) channels and pooling grid.
-GABOR_BANKS: dict[str, tuple[list[tuple[float, int]], int]] = {
-    "V1": ([(20.0, 4)], 8),
-    "V2": ([(8.0, 6)], 4),
-    "V3": ([(4.0, 8)], 2),
-    "hV4": ([(2.0, 8), (4.0, 8)], 1),
-}
-GENERATOR_VERSION = 1  # bump when the output for given parameters changes (invalidates caches)
-_RELIABILITY_COLUMNS = (
-    "nc_testset",
-    "nc_singletrial",
-    "splithalf_uncorrected",
-    "splithalf_corrected",
-)
 _NOISE_SHARES = {"structured": 0.3, "session": 0.1, "trial": 0.6}
 _N_FACTORS = 5
 _MIX = 3  # features mixed per hV4/LOC/IT voxel
-_VOLUME = (72, 88, 66)  # voxel grid for ids and coordinates
-# Rough (x, y, z) boxes per primary ROI in that grid; left hemisphere x < 36.
-_BOXES = {
-    "V1": ((28, 44), (2, 12), (20, 34)), "V2": ((24, 48), (6, 18), (18, 38)),
-    "V3": ((20, 52), (10, 22), (16, 40)), "hV4": ((18, 54), (16, 26), (12, 24)),
-    "lLOC": ((6, 20), (16, 30), (22, 38)), "rLOC": ((52, 66), (16, 30), (22, 38)),
-    "IT": ((8, 64), (28, 44), (6, 20)), "unassigned": ((0, 72), (44, 88), (30, 66)),
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------- ground-truth features
-def _gabor_energy(lum: np.ndarray, cycles: float, n_orient: int, grid: int) -> np.ndarray:
-    """Quadrature-pair Gabor amplitude, pooled on a grid x grid raster: (n, grid*grid*n_orient)."""
-    n, size, _ = lum.shape
-    f0 = min(cycles / size, 0.45)  # cycles per pixel, kept below Nyquist
-    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
-    spectrum = np.fft.fft2(lum - lum.mean(axis=(1, 2), keepdims=True))
-    cell = np.minimum(np.arange(size) * grid // size, grid - 1)
-    pool = np.zeros((grid, size))
-    pool[cell, np.arange(size)] = 1.0 / np.bincount(cell, minlength=grid)[cell]
-    out = []
-    for k in range(n_orient):
-        theta = np.pi * k / n_orient
-        # One-sided Gaussian around +f0 in the direction theta: a complex Gabor whose modulus is
-        # the energy of the even/odd pair; bandwidth about one octave.
-        d2 = (fx - f0 * np.cos(theta)) ** 2 + (fy - f0 * np.sin(theta)) ** 2
-        amp = np.abs(np.fft.ifft2(spectrum * np.exp(-d2 / (2 * (0.4 * f0) ** 2))))
-        out.append(np.einsum("gy,nyx,hx->ngh", pool, amp, pool).reshape(n, -1))
-    return np.stack(out, axis=-1).reshape(n, -1)
-
-
-def _colour_opponent(images: np.ndarray) -> np.ndarray:
-    """Centre-weighted means of red-green, blue-yellow and saturation: (n, 3)."""
-    size = images.shape[1]
-    g = (np.arange(size) + 0.5) / size * 2 - 1
-    w = np.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / (2 * 0.5**2))
-    w /= w.sum()
-    r, gr, b = images[..., 0], images[..., 1], images[..., 2]
-    maps = [r - gr, b - (r + gr) / 2, images.max(axis=-1) - images.min(axis=-1)]
-    return np.stack([np.einsum("nyx,yx->n", m, w) for m in maps], axis=1)
-
-
-def _zscore_columns(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=0)
-    return np.where(sd > 0, (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1), 0.0)
-
-
-def _require_columns(meta: pd.DataFrame, columns: list[str], what: str) -> None:
-    missing = [c for c in columns if c not in meta.columns]
-    if missing:
-        raise ValueError(f"{what}: meta lacks columns {missing} (ground_truth.csv has them)")
-
-
-def ground_truth_features(images: np.ndarray, meta: pd.DataFrame, roi: str) -> np.ndarray:
-    """Features (n, f) that drive `roi`'s voxels in the synthetic brain, z-scored over the images.
-
-    images: float (n, H, W, 3) in [0, 1]; meta: rows of ground_truth.csv aligned with images.
-    roi: V1, V2, V3, hV4, LOC (or lLOC, rLOC) or IT. See the module docstring for the model.
-    """
-    roi = "LOC" if roi in ("lLOC", "rLOC") else roi
-    if roi not in GT_ROIS:
-        raise ValueError(f"unknown ground-truth ROI {roi!r}; expected one of {GT_ROIS}")
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(meta):
-        raise ValueError(
-            f"images must be (n, H, W, 3) with n = len(meta) = {len(meta)}, got {images.shape}"
-        )
-    if roi in GABOR_BANKS:
-        bank, grid = GABOR_BANKS[roi]
-        lum = images @ np.array([0.299, 0.587, 0.114])
-        parts = [_gabor_energy(lum, c, k, grid) for c, k in bank]
-        if roi == "hV4":
-            parts.append(_colour_opponent(images))
-        return _zscore_columns(np.concatenate(parts, axis=1))
-    if roi == "LOC":
-        _require_columns(meta, ["class", "scale", "x", "y"], "LOC features")
-        shape_class = _one_hot(meta["class"], procedural.CLASSES)
-        shape = np.array([SHAPE_DESCRIPTORS[c] for c in meta["class"]], dtype=float)
-        groups = [
-            (shape_class, 0.5),
-            (shape, 1.0),
-            (meta[["scale"]].to_numpy(float), 1.0),
-            (meta[["x", "y"]].to_numpy(float), 0.5),
-        ]
-    else:
-        _require_columns(
-            meta, ["class", "category", "color_r", "color_g", "color_b"], "IT features"
-        )
-        colour = meta[["color_r", "color_g", "color_b"]].to_numpy(float)
-        groups = [
-            (_one_hot(meta["category"], procedural.CATEGORY_NAMES), 2.0),
-            (_one_hot(meta["class"], procedural.CLASSES), 1.0),
-            (colour, 1.0),
-        ]
-    return np.concatenate([_zscore_columns(x) * w for x, w in groups], axis=1)
-
-
-def _one_hot(values: pd.Series, names: list[str]) -> np.ndarray:
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"unknown labels {unknown}; expected some of {names}")
-    return (np.asarray(values)[:, None] == np.array(names)[None, :]).astype(float)
+GENERATOR_VERSION = 2  # bump when the output for given parameters changes (invalidates caches)
 
 
 # ---------------------------------------------------------------- stimuli
@@ -256,48 +137,17 @@ def _save_images(root: Path, table: pd.DataFrame, images: np.ndarray) -> np.ndar
     return seen
 
 
-# ---------------------------------------------------------------- voxels and trials
-def _layout_voxels(rng: np.random.Generator, voxels: dict[str, int]) -> pd.DataFrame:
-    """Voxel ids, coordinates and primary ROI, sorted by id (ROIs interleave, as in the release)."""
-    parts = []
-    taken: set[int] = set()
-    for roi, count in voxels.items():
-        (x0, x1), (y0, y1), (z0, z1) = _BOXES[roi]
-        box = np.stack(
-            np.meshgrid(np.arange(x0, x1), np.arange(y0, y1), np.arange(z0, z1), indexing="ij"), -1
-        ).reshape(-1, 3)
-        ids = box[:, 0] + _VOLUME[0] * (box[:, 1] + _VOLUME[1] * box[:, 2])
-        free = np.flatnonzero(~np.isin(ids, list(taken)))
-        if count > len(free):
-            raise ValueError(f"voxels[{roi!r}] = {count} exceeds the {len(free)} free positions")
-        pick = rng.choice(free, size=count, replace=False)
-        taken.update(ids[pick].tolist())
-        parts.append(
-            pd.DataFrame(
-                {
-                    "voxel_id": ids[pick],
-                    "voxel_x": box[pick, 0],
-                    "voxel_y": box[pick, 1],
-                    "voxel_z": box[pick, 2],
-                    "roi": roi,
-                }
-            )
-        )
-    return pd.concat(parts).sort_values("voxel_id", ignore_index=True)
-
-
 def _mixing(
     rng: np.random.Generator, roi: str, n_vox: int, n_feat: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative weights (n_vox, n_feat) and each voxel's receptive-field cell (-1: none)."""
     w = np.zeros((n_vox, n_feat))
     cells = np.full(n_vox, -1)
-    if roi in ("V1", "V2", "V3"):
-        bank, grid = GABOR_BANKS[roi]
-        n_orient = bank[0][1]  # one channel per orientation at a single frequency
+    if roi in LOCAL_ROIS:
+        grid, n_chan = GABOR_BANKS[roi][1], channels_per_cell(roi)
         cells = rng.integers(grid * grid, size=n_vox)
         for v, c in enumerate(cells):
-            w[v, c * n_orient : (c + 1) * n_orient] = rng.exponential(size=n_orient)
+            w[v, c * n_chan : (c + 1) * n_chan] = rng.exponential(size=n_chan)
     else:
         for v in range(n_vox):
             w[v, rng.choice(n_feat, size=min(_MIX, n_feat), replace=False)] = rng.exponential(
@@ -332,149 +182,7 @@ def _trials(
     return meta
 
 
-def _reliability(responses: np.ndarray, meta: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Noise-ceiling SNR and split-half reliability per voxel from the repeated test images."""
-    test = meta[meta["trial_type"] == "test"]
-    stimuli = sorted(test["stimulus"].unique())
-    if not stimuli:
-        nan = np.full(len(responses), np.nan)
-        return dict.fromkeys(_RELIABILITY_COLUMNS, nan)
-    reps = np.stack(
-        [
-            responses[:, test.loc[test["stimulus"] == s].sort_values("session")["trial_id"]]
-            for s in stimuli
-        ],
-        axis=1,
-    )  # (vox, image, repetition)
-    reps = (reps - reps.mean(axis=(1, 2), keepdims=True)) / reps.std(axis=(1, 2), keepdims=True)
-    noise_var = reps.var(axis=2, ddof=1).mean(axis=1)
-    signal_var = np.maximum(1.0 - noise_var, 0.0)
-    ncsnr = np.sqrt(signal_var) / np.sqrt(noise_var)
-    n_rep = reps.shape[2]
-    odd, even = reps[:, :, 0::2].mean(axis=2), reps[:, :, 1::2].mean(axis=2)
-    odd, even = odd - odd.mean(axis=1, keepdims=True), even - even.mean(axis=1, keepdims=True)
-    r = (odd * even).sum(1) / np.sqrt((odd**2).sum(1) * (even**2).sum(1))
-    values = (
-        100 * ncsnr**2 / (ncsnr**2 + 1 / n_rep),
-        100 * ncsnr**2 / (ncsnr**2 + 1),
-        r,
-        np.divide(2 * r, 1 + r, out=np.full_like(r, np.nan), where=r > -1),  # Spearman-Brown
-    )
-    return dict(zip(_RELIABILITY_COLUMNS, values))
-
-
-def _voxel_metadata(
-    rng: np.random.Generator,
-    layout: pd.DataFrame,
-    cells: np.ndarray,
-    subject: int,
-    reliability: dict[str, np.ndarray],
-) -> pd.DataFrame:
-    """The release's voxel-metadata columns; ROI membership derived from each voxel's primary ROI."""
-    n = len(layout)
-    roi = layout["roi"].to_numpy()
-    meta = layout[["voxel_id"]].copy()
-    meta.insert(1, "subject_id", subject)
-    for c in ("voxel_x", "voxel_y", "voxel_z"):
-        meta[c] = layout[c].to_numpy()
-    for c, v in reliability.items():
-        meta[c] = v
-    # pRFs: early voxels at their receptive-field cell (image = 10 deg wide), others anywhere.
-    ecc, angle = rng.uniform(0, 7, n), rng.uniform(0, 360, n)
-    size = rng.uniform(0.5, 6, n)
-    rsq = rng.uniform(0.0, 0.1, n)
-    for r in ("V1", "V2", "V3"):
-        grid = GABOR_BANKS[r][1]
-        m = (roi == r) & (cells >= 0)
-        cx = ((cells[m] % grid) + 0.5) / grid * 10 - 5
-        cy = 5 - ((cells[m] // grid) + 0.5) / grid * 10
-        ecc[m], angle[m] = np.hypot(cx, cy), np.degrees(np.arctan2(cy, cx)) % 360
-        size[m] = 10 / grid / 2
-        rsq[m] = rng.uniform(0.2, 0.7, m.sum())
-    meta["prf-eccentricity"], meta["prf-polarangle"] = ecc, angle
-    meta["prf-rsquared"], meta["prf-size"] = rsq, size
-    u = rng.uniform(size=n)
-    member = {c: np.zeros(n, dtype=np.int64) for c in ROI_COLUMNS + GLASSER_COLUMNS}
-    for r in ("V1", "V2", "V3", "hV4", "lLOC", "rLOC", "IT"):
-        member[r] = (roi == r).astype(np.int64)
-    loc = (roi == "lLOC") | (roi == "rLOC")
-    member["LO1 (prf)"] = (loc & (u < 0.2)).astype(np.int64)
-    member["LO2 (prf)"] = (loc & (u >= 0.2) & (u < 0.4)).astype(np.int64)
-    member["lFFA"] = ((roi == "IT") & (u < 0.15)).astype(np.int64)
-    member["rFFA"] = ((roi == "IT") & (u >= 0.15) & (u < 0.3)).astype(np.int64)
-    for i, c in enumerate(GLASSER_COLUMNS):  # Glasser parcels tile most of IT
-        member[c] = ((roi == "IT") & (u >= i * 0.18) & (u < (i + 1) * 0.18)).astype(np.int64)
-    spare = roi == "unassigned"
-    for i, c in enumerate(("V3a", "V3b", "lEBA", "rEBA", "lPPA", "rPPA", "lOFA", "rOFA")):
-        member[c] = (spare & (u >= i * 0.1) & (u < (i + 1) * 0.1)).astype(np.int64)
-    return pd.concat([meta, pd.DataFrame(member, index=meta.index)], axis=1)
-
-
-# ---------------------------------------------------------------- pandas "fixed" HDF5 via h5py
-def _set_str(obj: h5py.Group | h5py.Dataset, name: str, value: str) -> None:
-    """A string attribute as PyTables stores a Python str: fixed length, UTF-8 (empty: no data)."""
-    if not value:
-        obj.attrs[name] = h5py.Empty("S1")
-        return
-    data = value.encode()
-    obj.attrs.create(name, np.array(data), dtype=h5py.string_dtype("utf-8", len(data)))
-
-
-def _write_array(group: h5py.Group, key: str, values: np.ndarray, kind: str | None) -> None:
-    ds = group.create_dataset(key, data=values)
-    for name, value in (("CLASS", "ARRAY"), ("FLAVOR", "numpy"), ("TITLE", ""), ("VERSION", "2.4")):
-        _set_str(ds, name, value)
-    if kind is not None:  # a pandas Index: its kind, its name (None, pickled) and nan_rep
-        _set_str(ds, "kind", kind)
-        ds.attrs["name"] = np.bytes_(b"N.")
-        if kind == "string":
-            _set_str(ds, "nan_rep", "")
-    ds.attrs["transposed"] = np.uint8(1)  # PyTables writes a 1-byte bitfield; same value
-
-
-def write_response_h5(path: Path, responses: np.ndarray, voxel_ids: np.ndarray) -> None:
-    """Write what ``DataFrame.to_hdf(path, key="ResponseData")`` writes for a frame with columns
-    ``voxel_id, "0", "1", ...`` (string labels, as after reading a CSV) and a RangeIndex.
-
-    Layout: float block0 (trial columns) and int64 block1 (voxel_id), both stored transposed
-    (rows = voxels); axis0 = column labels (fixed-length bytes), axis1 = the row index 0..n-1.
-    """
-    n_vox, n_trials = responses.shape
-    trial_labels = np.array([str(t).encode() for t in range(n_trials)])
-    with h5py.File(path, "w") as f:
-        for name, value in (
-            ("CLASS", "GROUP"),
-            ("PYTABLES_FORMAT_VERSION", "2.1"),
-            ("TITLE", ""),
-            ("VERSION", "1.0"),
-        ):
-            _set_str(f, name, value)
-        g = f.create_group("ResponseData")
-        for name, value in (
-            ("CLASS", "GROUP"),
-            ("TITLE", ""),
-            ("VERSION", "1.0"),
-            ("pandas_type", "frame"),
-            ("pandas_version", "0.15.2"),
-            ("encoding", "UTF-8"),
-            ("errors", "strict"),
-            ("axis0_variety", "regular"),
-            ("axis1_variety", "regular"),
-            ("block0_items_variety", "regular"),
-            ("block1_items_variety", "regular"),
-        ):
-            _set_str(g, name, value)
-        g.attrs["ndim"] = np.int64(2)
-        g.attrs["nblocks"] = np.int64(2)
-        _write_array(g, "axis0", np.concatenate([[b"voxel_id"], trial_labels]), "string")
-        _write_array(g, "axis1", np.arange(n_vox, dtype=np.int64), "integer")
-        _write_array(g, "block0_items", trial_labels, "string")
-        _write_array(g, "block0_values", np.asarray(responses, dtype=np.float64), None)
-        _write_array(g, "block1_items", np.array([b"voxel_id"]), "string")
-        _write_array(g, "block1_values", np.asarray(voxel_ids, dtype=np.int64)[:, None], None)
-
-
-# ---------------------------------------------------------------- generation
+# ---------------------------------------------------------------- voxels, trials, generation
 def _generate(
     root: Path,
     *,
@@ -498,7 +206,7 @@ def _generate(
     fmri.mkdir()
     for k, subject in enumerate(SUBJECTS, start=1):
         rng = np.random.default_rng([seed, 1, k])
-        layout = _layout_voxels(rng, voxels)
+        layout = layout_voxels(rng, voxels)
         meta = _trials(rng, table, n_sessions, runs_per_session, k)
         n_vox, n_trials = len(layout), len(meta)
         roi = layout["roi"].to_numpy()
@@ -527,13 +235,13 @@ def _generate(
         name = f"{subject}_"
         write_response_h5(fmri / f"{name}ResponseData.h5", responses, layout["voxel_id"].to_numpy())
         meta.to_csv(fmri / f"{name}StimulusMetadata.csv", index=False)
-        vox = _voxel_metadata(rng, layout, cells, k, _reliability(responses, meta))
+        vox = voxel_metadata(rng, layout, cells, k, reliability(responses, meta))
         vox.to_csv(fmri / f"{name}VoxelMetadata.csv", index=False)
     (root / "README.md").write_text(_readme(table, voxels, snr))
 
 
 def _readme(table: pd.DataFrame, voxels: dict[str, int], snr: float) -> str:
-    doc = (__doc__ or "").strip()
+    doc = (__doc__ or "").strip() + "\n\n" + (ground_truth.__doc__ or "").strip()
     return (
         "# Synthetic THINGS-fMRI-format data set (snnrsa)\n\n"
         "Generated by `snnrsa.data.synthetic_brain.ensure_synthetic_brain`; parameters in "
@@ -564,9 +272,10 @@ def ensure_synthetic_brain(
     never see a partial set; a caller that loses the race reuses the winner's folder.
     """
     voxels = dict(DEFAULT_VOXELS if voxels is None else voxels)
-    unknown = sorted(set(voxels) - set(_BOXES))
+    unknown = sorted(set(voxels) - set(VOXEL_BOXES))
     if unknown:
-        raise ValueError(f"voxels has unknown ROIs {unknown}; expected keys among {list(_BOXES)}")
+        raise ValueError(f"voxels has unknown ROIs {unknown}; expected keys among "
+                         f"{list(VOXEL_BOXES)}")
     if not (len(procedural.CLASSES) <= n_concepts and 0 <= n_test <= n_concepts):
         raise ValueError(
             f"need n_concepts >= {len(procedural.CLASSES)} and 0 <= n_test <= "

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +17,7 @@ from snnrsa.data.images import load_images
 from snnrsa.data.training import TrainingSet, batches
 from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
+from snnrsa.rsa.ceiling import loso_noise_ceiling
 from snnrsa.rsa.compare import compare_each
 from snnrsa.rules import Rule
 from snnrsa.schema import Config
@@ -42,6 +44,22 @@ def load_eval_set(cfg: Config) -> EvalSet:
     images = load_images(unique, cfg.brain.resolution, cfg.brain.interpolation)
     mask = brain.cross_fmri_run_pairs() if cfg.rsa.pairs == "cross_fmri_run" else None
     return EvalSet(brain, images, groups, mask)
+
+
+def noise_ceilings(evalset: EvalSet) -> pd.DataFrame:
+    """Each ROI's leave-one-subject-out noise ceiling (per-subject Spearman over the scored
+    pairs, as the scores are), where the brain data has at least 2 subjects to leave out."""
+    rows = []
+    for roi, rdms in evalset.brain.rdms.items():
+        if len(rdms) < 2:
+            continue
+        try:
+            lower, upper = loso_noise_ceiling(rdms, "spearman", evalset.mask)
+        except ValueError as err:  # e.g. non-finite dissimilarities
+            log.warning("no noise ceiling for ROI %s: %s", roi, err)
+            continue
+        rows.append({"roi": roi, "lower": lower, "upper": upper, "n_subjects": len(rdms)})
+    return pd.DataFrame(rows, columns=["roi", "lower", "upper", "n_subjects"])
 
 
 def set_mode(net: nn.Module, training: bool, bn_mode: str = "eval") -> None:
@@ -81,15 +99,32 @@ def extract_features(
 
 
 @torch.no_grad()
-def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.device):
-    """Held-out loss and accuracy of the rule's classifier, in evaluation mode."""
+def accuracy(rule: Rule, data: TrainingSet, batch_size: int, device: torch.device,
+             subset: torch.Tensor | None = None) -> tuple[float, float]:
+    """Held-out loss and accuracy of the rule's classifier, in evaluation mode, over the test
+    images ``subset`` indexes (all when None)."""
+    images, labels = data.test_images, data.test_labels
+    if subset is not None:
+        images, labels = images[subset], labels[subset]
     loss, correct = 0.0, 0
-    for x, y in batches(data.test_images, data.test_labels, batch_size, device=device):
+    for x, y in batches(images, labels, batch_size, device=device):
         logits = rule.predict(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    n = len(data.test_labels)
+    n = len(labels)
     return loss / n, correct / n
+
+
+def held_out_subset(n_available: int, n: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of ``n`` test images drawn once from ``seed`` (None: all), so that every epoch,
+    run seed and rule is scored on the same images."""
+    if n is not None and not 0 < n <= n_available:
+        raise ValueError(f"test_images={n} must lie in 1..{n_available} (held-out images "
+                         "available), or be null for all")
+    if n is None or n == n_available:
+        return None
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_available, n,
+                                                                       replace=False)))
 
 
 @torch.no_grad()

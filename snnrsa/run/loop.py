@@ -24,7 +24,9 @@ from snnrsa.run.evaluation import (
     accuracy,
     checkpoint_scores,
     firing_stats,
+    held_out_subset,
     load_eval_set,
+    noise_ceilings,
     probe_rows,
     set_mode,
 )
@@ -52,6 +54,9 @@ class Job:
     checkpoints: list[int]
     sources: dict[int, Path]  # evaluate_from: epoch -> checkpoint of the run being re-scored
     ident: dict[str, Any]
+    held_out: torch.Tensor | None  # test images scored for accuracy (None: all)
+    ceilings: pd.DataFrame  # LOSO noise ceiling per ROI (noise_ceiling.csv)
+    started: float  # perf_counter() when this process began the job
 
 
 def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.DataFrame:
@@ -66,6 +71,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
     if state.start_epoch > last:
         log.info("%s is complete (last checkpoint epoch %d): nothing to do", out_dir,
                  state.start_epoch - 1)
+        write_wall_time(job, state)
         return pd.DataFrame(state.rsa_rows)
     dynamics = DynamicsCallback(job, state) if cfg.dynamics.interval else None
     epochs = tqdm(range(state.start_epoch, last + 1), desc=f"{cfg.rule.name}/{cfg.neuron.name}",
@@ -84,7 +90,11 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
             train_loss, train_acc = train_epoch(job, state, epoch, dynamics)
         test_acc = record_epoch(job, state, epoch, train_loss, train_acc, t0)
         if epoch in job.checkpoints:
+            t1 = time.perf_counter()
             evaluate_checkpoint(job, state, epoch)
+            state.train_rows[-1]["eval_seconds"] = time.perf_counter() - t1
+            write_csv(pd.DataFrame(state.train_rows), job.out_dir / "train.csv")
+            write_wall_time(job, state)
             if not job.sources:  # last: a checkpoint on disk means everything up to it is written
                 save_checkpoint(job.out_dir / "checkpoints" / f"epoch_{epoch}.pt",
                                 state.to_checkpoint(epoch, job.net.state_dict(),
@@ -95,6 +105,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
 
 def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
     """Load the data and the evaluation set, then build the network and the rule from the seed."""
+    started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.keep_freed_memory:
         keep_freed_memory()
@@ -115,8 +126,11 @@ def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
     checkpoints = sorted(sources) if sources else list(cfg.checkpoints) if rule.trains else [0]
     ident = {"rule": cfg.rule.name, "neuron": cfg.neuron.name, "encoding": cfg.encoding.name,
              "readout": cfg.readout.name, "seed": cfg.seed}
+    held_out = held_out_subset(len(data.test_labels), cfg.test_images, cfg.data.data_seed + 2)
+    ceilings = noise_ceilings(evalset)
+    write_csv(ceilings, out_dir / "noise_ceiling.csv")
     return Job(cfg, out_dir, config_yaml, device, meta, data, evalset, net, rule, checkpoints,
-               sources, ident)
+               sources, ident, held_out=held_out, ceilings=ceilings, started=started)
 
 
 def resume(job: Job) -> RunState:
@@ -180,12 +194,18 @@ class DynamicsCallback:
 
 def record_epoch(job: Job, state: RunState, epoch: int, train_loss: float, train_acc: float,
                  t0: float) -> float:
-    """Held-out accuracy now; train.csv and rule_log.csv rewritten. Returns the accuracy."""
-    set_mode(job.net, False)
-    test_loss, test_acc = accuracy(job.rule, job.data, job.cfg.data.batch_size, job.device)
+    """Held-out accuracy at checkpoint epochs and every ``test_every`` epochs (NaN between);
+    train.csv and rule_log.csv rewritten. ``seconds`` is the epoch's training and test time,
+    ``eval_seconds`` (set by the caller at checkpoints) its RSA scoring. Returns the accuracy."""
+    test_loss = test_acc = float("nan")
+    every = job.cfg.test_every
+    if epoch in job.checkpoints or (every > 0 and epoch % every == 0):
+        set_mode(job.net, False)
+        test_loss, test_acc = accuracy(job.rule, job.data, job.cfg.data.batch_size, job.device,
+                                       job.held_out)
     state.train_rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                              "test_loss": test_loss, "test_acc": test_acc,
-                             "seconds": time.perf_counter() - t0})
+                             "seconds": time.perf_counter() - t0, "eval_seconds": 0.0})
     write_csv(pd.DataFrame(state.train_rows), job.out_dir / "train.csv")
     if job.rule.log_rows():
         write_csv(pd.DataFrame([{**job.ident, **r} for r in job.rule.log_rows()]),
@@ -204,6 +224,7 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
                            job.device) if cfg.neuron.name in SPIKING_NEURONS else {})
     state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
+                        "pooling": cfg.rsa.layer_pooling,
                         "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]
     if cfg.readout.probe_layers:
         state.probe_rows += [{**job.ident, "epoch": epoch, **r}
@@ -214,7 +235,17 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     write_csv(rsa, job.out_dir / "rsa.csv")
     write_results_h5(job.out_dir / "results.h5", job.evalset.brain, state.model_rdms, job.meta,
                      state.snapshots)
-    plot_trajectory(rsa, job.out_dir / "rsa_trajectory.png")
+    plot_trajectory(rsa, job.out_dir / "rsa_trajectory.png", job.ceilings)
+
+
+def write_wall_time(job: Job, state: RunState) -> None:
+    """meta.json gains the job's wall time: ``wall_seconds`` summed over its epochs (training,
+    test and RSA scoring, across resumed processes) and ``process_seconds`` of this process."""
+    done = pd.DataFrame(state.train_rows)
+    wall = float(done.reindex(columns=["seconds", "eval_seconds"]).fillna(0).to_numpy().sum())
+    job.meta.update(wall_seconds=round(wall, 3),
+                    process_seconds=round(time.perf_counter() - job.started, 3))
+    write_metadata(job.out_dir, job.meta)
 
 
 def resolve_device(name: str, job_num: int = 0) -> torch.device:

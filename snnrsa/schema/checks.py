@@ -137,6 +137,12 @@ def _check_sizes_and_run(cfg: Config) -> None:
                           "session/run labels; use rsa.pairs=all")
     if cfg.dynamics.interval < 0:
         raise ConfigError(f"dynamics.interval={cfg.dynamics.interval} must be >= 0 (0 = off)")
+    if cfg.test_every < 0:
+        raise ConfigError(f"test_every={cfg.test_every} must be >= 0 (0 = held-out accuracy at "
+                          "checkpoint epochs only, k = also every k epochs)")
+    if cfg.test_images is not None and cfg.test_images < 1:
+        raise ConfigError(f"test_images={cfg.test_images} must be >= 1, or null for the whole "
+                          "test set")
     if not cfg.brain.rois:
         raise ConfigError("brain.rois is empty: name at least one ROI")
     if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):

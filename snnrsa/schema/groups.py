@@ -233,6 +233,12 @@ class Config:
     progress: bool = True
     resume: bool = True  # continue a run directory's last checkpoint, skip a completed run
     evaluate_from: str | None = None  # score this run directory's checkpoints, no training
+    # held-out accuracy every k epochs and always at checkpoint epochs; 0 = at checkpoints only
+    # (train.csv shows NaN between): the test pass of a costly rule (PC's inference) costs a lot
+    test_every: int = 1
+    # held-out images scored for accuracy: a fixed random subset of this size drawn from
+    # data.data_seed (the same images every epoch, seed and rule); None = the whole test set
+    test_images: int | None = None
     keep_freed_memory: bool = True  # glibc keeps freed memory for reuse (snnrsa/runtime.py)
 
 

@@ -2,7 +2,7 @@
 
 Input: run directories (holding ``rsa.csv``), sweep folders (searched for ``rsa.csv``), or any long
 CSV table with columns ``rule, layer, roi, subject, seed, epoch, rho`` (extra columns allowed).
-Where condition columns (``neuron, encoding, readout, resolution, selection``) vary inside the
+Where condition columns (``neuron, encoding, readout, resolution, selection, pooling``) vary inside the
 input, the rule label gains them (``bp|snntorch_lif|poisson``) so different set-ups never mix.
 
 Output in ``summary/``:

@@ -15,7 +15,7 @@ log = logging.getLogger("snnrsa.summarize")
 REQUIRED = ("rule", "layer", "roi", "subject", "seed", "epoch", "rho")
 
 
-CONDITION_COLUMNS = ("neuron", "encoding", "readout", "resolution", "selection")
+CONDITION_COLUMNS = ("neuron", "encoding", "readout", "resolution", "selection", "pooling")
 
 
 DEFAULT_FIXED_MAP: dict[str, str] = {
@@ -96,9 +96,23 @@ def rule_order(rules: Sequence[str], reference: str = "bp") -> list[str]:
     return sorted(set(rules), key=key)
 
 
+# the visual hierarchy, early to late (EVC, the 92-image set's early visual cortex, before LOC/IT)
+ROI_HIERARCHY = ("V1", "V2", "V3", "hV4", "EVC", "LOC", "IT")
+
+
 def roi_order(rois: Sequence[str]) -> list[str]:
-    known = ["V1", "V2", "V3", "hV4", "EVC", "LOC", "IT"]
-    return sorted(set(rois), key=lambda r: (known.index(r) if r in known else len(known), r))
+    """ROIs along the visual hierarchy (``ROI_HIERARCHY``), unknown ROIs after it alphabetically
+    (ignoring case, so that e.g. hV4-like names do not sort after every capital)."""
+    known = ROI_HIERARCHY
+    return sorted(set(rois), key=lambda r: (known.index(r) if r in known else len(known),
+                                            r.lower(), r))
+
+
+def by_hierarchy(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` sorted by ``columns`` with its ``roi`` column in hierarchy order."""
+    order = {r: i for i, r in enumerate(roi_order(frame["roi"].unique()))} if len(frame) else {}
+    return frame.sort_values(list(columns), key=lambda s: s.map(order) if s.name == "roi" else s,
+                             kind="stable").reset_index(drop=True)
 
 
 def rule_logs(runs: Sequence[Path]) -> pd.DataFrame:

@@ -93,6 +93,11 @@ def write_report(out: Path, table: pd.DataFrame, traj: pd.DataFrame, dlt: pd.Dat
         wide = last[idx].pivot_table(index="rule", columns="roi", values="mean")
         wide = wide.reindex(index=rule_order(wide.index, reference),
                             columns=[r for r in rois if r in wide.columns])
+        if len(ceil):  # the ceiling beneath the scores it bounds
+            bounds = ceil.set_index("roi")[["lower", "upper"]].T.reindex(columns=wide.columns)
+            bounds.index = ["noise ceiling (lower)", "noise ceiling (upper)"]
+            wide = pd.concat([wide, bounds])
+        wide.index.name = "rule"
         lines += ["## All ROIs at each rule's last epoch (best layer, seed mean)", "",
                   _md_table(wide.reset_index()), ""]
     if len(ceil):

@@ -18,6 +18,7 @@ from snnrsa.summarize.loading import (
     DEFAULT_FIXED_MAP,
     TEST_COLUMNS,
     UNTRAINED,
+    by_hierarchy,
     log,
     roi_order,
     rule_order,
@@ -49,13 +50,14 @@ def trajectories(scores: pd.DataFrame) -> pd.DataFrame:
     g = scores.groupby(["rule", "roi", "convention", "layer", "epoch"], sort=False)["rho"]
     out = g.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan,
                 n_seeds="count").reset_index()
-    return out.sort_values(["convention", "rule", "roi", "layer", "epoch"]).reset_index(drop=True)
+    return by_hierarchy(out, ["convention", "rule", "roi", "layer", "epoch"])
 
 
 def by_seed(scores: pd.DataFrame) -> pd.DataFrame:
     """convention, rule, roi, epoch, seed -> rho (for best_layer/fixed_layer one layer each)."""
     s = scores[scores.convention.isin(CONVENTIONS)]
-    return s.groupby(["convention", "rule", "roi", "epoch", "seed"], as_index=False)["rho"].mean()
+    keys = ["convention", "rule", "roi", "epoch", "seed"]
+    return by_hierarchy(s.groupby(keys, as_index=False)["rho"].mean(), keys)
 
 
 def condition_suffix(rules: pd.Series) -> pd.Series:
@@ -101,7 +103,7 @@ def deltas(scores: pd.DataFrame) -> pd.DataFrame:
             "n_seeds": len(g),
         })
     out = pd.DataFrame(rows)
-    return out.sort_values(["convention", "rule", "roi", "epoch"]).reset_index(drop=True)
+    return by_hierarchy(out, ["convention", "rule", "roi", "epoch"])
 
 
 def paired_test(a: Sequence[float], b: Sequence[float] | None = None) -> dict[str, float]:
@@ -137,7 +139,8 @@ def run_tests(scores: pd.DataFrame, reference: str = "bp") -> pd.DataFrame:
     rows: list[dict] = []
     for conv, sc in s.groupby("convention", sort=False):
         rules = rule_order(sc.rule.unique(), reference)
-        for roi, g in sc.groupby("roi", sort=False):
+        for roi in roi_order(sc.roi.unique()):
+            g = sc[sc.roi == roi]
             for rule in rules:
                 base = rule.split("|")[0]
                 suffix = rule[len(base):]
@@ -252,5 +255,4 @@ def noise_ceilings(run_dirs: Sequence[Path]) -> pd.DataFrame:
         lower=("lower", "mean"), upper=("upper", "mean"), n_subjects=("n_subjects", "first"),
         n_stimuli=("n_stimuli", "first"),
         **{c: (c, "first" if c == "n_sessions" else "mean") for c in split})
-    order = roi_order(out.roi)
-    return out.sort_values("roi", key=lambda s: s.map(order.index)).reset_index(drop=True)
+    return by_hierarchy(out, ["roi"])

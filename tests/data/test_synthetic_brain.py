@@ -238,3 +238,27 @@ def test_each_roi_matches_its_own_ground_truth_best(root: Path):
         others = np.delete(score[i], i)
         assert score[i, i] > others.max() + 0.05, f"{r}:\n{table}"
         assert score[i, i] > 0.3, f"{r}:\n{table}"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_untrained_early_layers_match_v1_on_the_quickstart(cache_dir: Path, seed: int):
+    """The embedded default tells the study's kind of story at epoch 0: the untrained network's
+    global-average-pooled conv1 matches the synthetic V1 measurably (real V1: rho about 0.10),
+    through the luminance channel of the early ROIs (oriented energy alone gave rho about 0)."""
+    import torch
+
+    from snnrsa.model.network import Network
+    from snnrsa.rules import make_rule
+    from snnrsa.run.evaluation import checkpoint_scores, load_eval_set, set_mode
+
+    from conftest import typed_cfg
+
+    cfg = typed_cfg([f"seed={seed}", f"brain.cache_dir={cache_dir}"])  # experiment=quickstart
+    evalset = load_eval_set(cfg)
+    torch.manual_seed(seed)
+    net = Network(cfg, 10)
+    rule = make_rule(cfg.rule, net, n_epochs=max(cfg.checkpoints))
+    set_mode(net, False)
+    rows = pd.DataFrame(checkpoint_scores(rule, cfg, evalset, torch.device("cpu"))[1])
+    rho = rows.groupby(["layer", "roi"])["rho"].mean()
+    assert rho["conv1", "V1"] >= 0.05, rho.unstack()

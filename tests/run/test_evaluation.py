@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.spatial.distance import pdist, squareform
@@ -13,9 +14,12 @@ from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
 from snnrsa.rules import make_rule
 from snnrsa.run.evaluation import (
+    EvalSet,
     extract_features,
     firing_stats,
+    held_out_subset,
     model_rdm,
+    noise_ceilings,
     score_checkpoint,
     set_mode,
 )
@@ -133,3 +137,47 @@ def test_firing_stats_count_rates_silent_units_and_silent_stimuli() -> None:
         {"firing_rate": 5 / (4 * 5 * 8), "silent_units": 6 / 8, "silent_stimuli": 3 / 5})
     assert stats["fc1"] == pytest.approx(
         {"firing_rate": 10 / (4 * 5 * 3), "silent_units": 2 / 3, "silent_stimuli": 0.0})
+
+
+def test_held_out_subset_is_fixed_sized_and_checked() -> None:
+    a, b = held_out_subset(2000, 500, 2), held_out_subset(2000, 500, 2)
+    assert torch.equal(a, b) and len(a) == 500 and len(torch.unique(a)) == 500
+    assert bool((a[1:] > a[:-1]).all()) and 0 <= int(a.min()) and int(a.max()) < 2000
+    assert not torch.equal(a, held_out_subset(2000, 500, 3))
+    assert held_out_subset(2000, None, 2) is None and held_out_subset(2000, 2000, 2) is None
+    with pytest.raises(ValueError, match="test_images=2001 must lie in 1..2000"):
+        held_out_subset(2000, 2001, 2)
+
+
+def test_run_noise_ceilings_are_loso_over_the_scored_pairs_and_printed() -> None:
+    """Lower bound by hand (scipy): each subject against the mean rank RDM of the others, over
+    the cross-run pairs only; upper: against the mean rank RDM of all. One-subject ROIs have none."""
+    from scipy.stats import rankdata
+
+    from snnrsa.run.report import summary_tables
+
+    rng = np.random.default_rng(5)
+    n, shared = 14, rng.normal(size=(14, 6))
+    rdms = np.stack([correlation_rdm(shared + rng.normal(size=(n, 6))) for _ in range(4)])
+    sessions = np.ones((4, n), int)
+    runs = np.tile(np.arange(n) % 3 + 1, (4, 1))
+    brain = Brain([f"sub-0{i}" for i in range(1, 5)], [f"s{i}" for i in range(n)], [[]] * n,
+                  {"IT": rdms, "V1": rdms[:1]}, sessions, runs)
+    mask = brain.cross_fmri_run_pairs()
+    ceil = noise_ceilings(EvalSet(brain, torch.zeros(0), [], mask))
+    assert list(ceil.roi) == ["IT"]  # V1 has one subject: nothing to leave out
+    iu = np.triu_indices(n, 1)
+    vec = np.stack([r[iu][mask[iu]] for r in rdms])
+    ranks = rankdata(vec, axis=1)
+    lower = np.mean([spearmanr(np.delete(ranks, s, 0).mean(0), vec[s])[0] for s in range(4)])
+    upper = np.mean([spearmanr(ranks.mean(0), v)[0] for v in vec])
+    assert ceil.lower[0] == pytest.approx(lower, abs=1e-12)
+    assert ceil.upper[0] == pytest.approx(upper, abs=1e-12) and lower < upper
+    rsa = pd.DataFrame([{"epoch": e, "layer": "conv1", "roi": roi, "subject": "sub-01",
+                         "rho": 0.1 * e} for e in (0, 1) for roi in ("IT", "V1")])
+    train = pd.DataFrame({"epoch": [0, 1], "train_loss": [np.nan, 1.0],
+                          "train_acc": [np.nan, 0.5], "test_acc": [0.1, 0.4]})
+    text = summary_tables(rsa, train, ceil)
+    block = text.split("Noise ceiling per ROI")[1].split("\n\n")[0]
+    assert f"{lower:.4f}" in block and f"{upper:.4f}" in block
+    assert text.index("V1") < text.index("IT")  # hierarchy order, not file order

@@ -236,3 +236,41 @@ def test_summarize_writes_summary_from_csv_and_run_dirs(tmp_path, capsys) -> Non
     res = summarize([csv], tmp_path / "s2", figures=False)
     # default fixed map: V1 -> conv1, LOC -> conv3 is absent here, so fixed-layer tests cover V1 only
     assert len(res["tests"]) == 10 + 5 and (tmp_path / "s2" / "tests.csv").exists()
+
+
+def test_rois_follow_the_visual_hierarchy_in_every_table() -> None:
+    from snnrsa.summarize.loading import roi_order
+
+    assert roi_order(["IT", "hV4", "LOC", "V1", "pSTS", "V3", "V2", "EVC", "Amygdala"]) == [
+        "V1", "V2", "V3", "hV4", "EVC", "LOC", "IT", "Amygdala", "pSTS"]
+    t = hand_table()
+    t = pd.concat([t, t[t.roi == "V1"].assign(roi="hV4"), t[t.roi == "LOC"].assign(roi="IT")])
+    scores = seed_scores(t)
+    want = ["V1", "hV4", "LOC", "IT"]
+    tests = run_tests(scores)
+    for frame in (trajectories(scores).query("rule == 'bp'"), deltas(scores).query("rule == 'bp'"),
+                  tests[tests.rule_a == "fa"]):
+        assert list(dict.fromkeys(frame.roi)) == want
+
+
+def test_epoch_ticks_stay_readable_on_the_compressed_axis() -> None:
+    """At the study's checkpoints on a narrow panel every epoch is labelled and no two labels
+    overlap (on the former symlog axis 20, 30 and 40 did)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from snnrsa.summarize.figures import _epoch_axis
+
+    epochs = [0, 1, 2, 5, 10, 20, 30, 40]
+    fig, ax = plt.subplots(figsize=(3.2, 3.0))
+    ax.plot(epochs, np.linspace(0, 0.1, len(epochs)))
+    _epoch_axis(ax, epochs)
+    fig.tight_layout()
+    fig.canvas.draw()
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in labels] == [str(e) for e in epochs]
+    boxes = [t.get_window_extent() for t in labels]
+    assert all(a.x1 + 2 < b.x0 for a, b in zip(boxes, boxes[1:]))
+    plt.close(fig)

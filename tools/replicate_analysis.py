@@ -1,0 +1,178 @@
+"""The summarize stage of tools/replicate_cichy92.py: the run folders -> docs/results/cichy92/.
+
+Written there: ``scores.csv.gz`` (every score of every run, long and tidy, labelled by part and
+rule), per part (headline, readout, trajectory) ``snnrsa-summarize``'s tables, tests and PNG
+figures, ``noise_ceiling.csv`` (LOSO), ``bootstrap_epoch0_minus_epoch1.csv`` (stimulus-bootstrap
+95 % CIs), ``partial_rsa.csv`` (controlling for the pixel RDM), ``pixel_reference.csv`` and
+``RESULTS.md`` (the headline table).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from snnrsa.data.images import load_image
+from snnrsa.rsa import partial_compare, percentile_ci
+from snnrsa.rsa.bootstrap import bootstrap_indices, bootstrap_score
+from snnrsa.rsa.mapping import best_layer
+from snnrsa.rsa.references import pixel_rdm
+from snnrsa.summarize import summarize
+from snnrsa.summarize.loading import roi_order
+
+PARTS = ("headline", "headline_res32", "readout", "trajectory")
+SUMMARIES = {"headline": ("headline", "headline_res32"), "readout": ("headline", "readout"),
+             "trajectory": ("trajectory", "headline")}
+DROP = ("neuron", "encoding", "readout")  # the label already says them
+PIXEL_SIZE = 64  # the pixel RDM of data-formats.md: 1 - r on 64 x 64 RGB
+
+
+def run_dirs(runs: Path, part: str) -> list[Path]:
+    return sorted(p.parent for p in (runs / part).glob("*/rsa.csv"))
+
+
+def label(run: Path) -> str:
+    """The job's rule label (bp, bp_lif, stdp_published, ...) from its folder name."""
+    return run.name.rsplit("_seed", 1)[0]
+
+
+def collect(runs: Path) -> pd.DataFrame:
+    """Every rsa.csv of every part: rule = the job's label (rule_name keeps snnrsa's)."""
+    frames = []
+    for part in PARTS:
+        for run in run_dirs(runs, part):
+            t = pd.read_csv(run / "rsa.csv")
+            frames.append(t.rename(columns={"rule": "rule_name"}).assign(
+                part=part, rule=label(run), run=f"{part}/{run.name}"))
+    if not frames:
+        raise FileNotFoundError(f"no rsa.csv under {runs}/{{{','.join(PARTS)}}}: run the stages")
+    return pd.concat(frames, ignore_index=True)
+
+
+def part_summary(scores: pd.DataFrame, runs: Path, name: str, out: Path, n_boot: int) -> list[str]:
+    """snnrsa-summarize on one part's relabelled table (noise ceiling from a run's results.h5);
+    PNG figures only."""
+    parts = SUMMARIES[name]
+    t = scores[scores.part.isin(parts)]
+    if name == "trajectory":  # the untrained network joins the trajectory at epoch 0
+        t = t[(t.part == "trajectory") | (t.rule == "untrained")]
+    if t.empty or not (t.part == parts[0]).any():
+        return []
+    work = runs / "_tables" / name
+    work.mkdir(parents=True, exist_ok=True)
+    t.drop(columns=[c for c in (*DROP, "part", "run", "rule_name") if c in t]).to_csv(
+        work / "rsa.csv", index=False)
+    h5 = work / "results.h5"
+    if not h5.exists():
+        shutil.copyfile(runs / t.run.iloc[0] / "results.h5", h5)
+    dest = out / name
+    summarize([work], dest)
+    for pdf in dest.glob("*.pdf"):
+        pdf.unlink()
+    return [str(p.relative_to(out)) for p in sorted(dest.iterdir())]
+
+
+def subject_rdms(run: Path) -> dict[str, np.ndarray]:
+    with h5py.File(run / "results.h5", "r") as f:
+        return {roi: f[f"brain/{roi}"][()] for roi in f["brain"] if roi != "subjects"}
+
+
+def model_rdm(run: Path, epoch: int, layer: str) -> np.ndarray:
+    with h5py.File(run / "results.h5", "r") as f:
+        return f[f"model/epoch_{epoch}/{layer}"][()]
+
+
+def bootstrap_drops(scores: pd.DataFrame, runs: Path, n_boot: int) -> pd.DataFrame:
+    """Per rule, part and ROI: epoch 0 - epoch 1 of the seed-mean rho at the study's best layer
+    of each epoch, with a 95 % percentile CI over stimulus resamples shared by all conditions."""
+    rows = []
+    t = scores[scores.part.isin(("headline", "headline_res32", "readout"))]
+    brains = subject_rdms(runs / t.run.iloc[0]) if len(t) else {}
+    idx = bootstrap_indices(next(iter(brains.values())).shape[1], n_boot, 0) if brains else None
+    for (part, rule), g in t.groupby(["part", "rule"], sort=False):
+        if not {0, 1} <= set(g.epoch):
+            continue
+        best = best_layer(g).set_index(["roi", "epoch"])["layer"]
+        seeds = sorted(set(g[g.epoch == 0].seed) & set(g[g.epoch == 1].seed))
+        where = {s: runs / g[g.seed == s].run.iloc[0] for s in seeds}
+        for roi in roi_order(g.roi.unique()):
+            layers = best[roi, 0], best[roi, 1]
+            rdms = np.stack([model_rdm(where[s], e, layers[e]) for e in (0, 1) for s in seeds])
+            boot = bootstrap_score(rdms, brains[roi], indices=idx)
+            diff = boot[:, :len(seeds)].mean(1) - boot[:, len(seeds):].mean(1)
+            point = g[g.roi == roi].groupby(["epoch", "layer"]).rho.mean()
+            lo, hi = percentile_ci(diff[np.isfinite(diff)])
+            rows.append({"part": part, "rule": rule, "roi": roi, "layer_e0": layers[0],
+                         "layer_e1": layers[1], "rho_e0": point[0, layers[0]],
+                         "rho_e1": point[1, layers[1]],
+                         "drop": point[0, layers[0]] - point[1, layers[1]],
+                         "ci_low": lo, "ci_high": hi, "n_seeds": len(seeds),
+                         "n_boot": int(np.isfinite(diff).sum())})
+    return pd.DataFrame(rows)
+
+
+def pixel_images(brain_root: Path) -> np.ndarray:
+    files = sorted((brain_root / "images").glob("image_*.jpg"))
+    return np.stack([load_image(p, PIXEL_SIZE) for p in files]).astype(np.float64)
+
+
+def pixel_reference(pixel: np.ndarray, brains: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The pixel RDM against each subject (Spearman, upper triangle), mean over subjects."""
+    iu = np.triu_indices(len(pixel), 1)
+    return pd.DataFrame([{"reference": "pixel", "roi": roi,
+                          "rho": float(np.mean([spearmanr(pixel[iu], s[iu])[0] for s in rdms]))}
+                         for roi, rdms in brains.items()])
+
+
+def partial_rsa(scores: pd.DataFrame, runs: Path, pixel: np.ndarray) -> pd.DataFrame:
+    """Per headline run, epoch, layer and ROI: rho and the partial rho controlling for the pixel
+    RDM (both Spearman, per subject, then the subject mean)."""
+    rows = []
+    t = scores[scores.part.isin(("headline", "headline_res32"))]
+    for run_name, g in t.groupby("run", sort=False):
+        run = runs / run_name
+        brains = subject_rdms(run)
+        for epoch in sorted(g.epoch.unique()):
+            layers = list(dict.fromkeys(g.layer))
+            models = np.stack([model_rdm(run, epoch, layer) for layer in layers])
+            for roi, subj in brains.items():
+                part = partial_compare(models, subj, pixel).mean(axis=1)
+                rho = g[(g.epoch == epoch) & (g.roi == roi)].groupby("layer").rho.mean()
+                rows += [{"part": g.part.iloc[0], "rule": g.rule.iloc[0], "seed": g.seed.iloc[0],
+                          "epoch": epoch, "layer": layer, "roi": roi, "rho": rho[layer],
+                          "partial_rho": float(p)} for layer, p in zip(layers, part)]
+    return pd.DataFrame(rows)
+
+
+def summarize_all(runs: Path, out: Path, brain_root: Path, n_boot: int = 1000) -> list[str]:
+    """Everything of docs/results/cichy92/ from the run folders; returns the files written."""
+    from replicate_report import results_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    scores = collect(runs)
+    scores.assign(rho=scores.rho.round(6)).to_csv(out / "scores.csv.gz", index=False,
+                                                  compression="gzip")
+    written = ["scores.csv.gz"]
+    for name in SUMMARIES:
+        written += part_summary(scores, runs, name, out, n_boot)
+    first = runs / scores.run.iloc[0]
+    if (first / "noise_ceiling.csv").is_file():
+        shutil.copyfile(first / "noise_ceiling.csv", out / "noise_ceiling.csv")
+        written.append("noise_ceiling.csv")
+    tables = {"bootstrap_epoch0_minus_epoch1": bootstrap_drops(scores, runs, n_boot)}
+    pixel = pixel_rdm(pixel_images(brain_root))
+    tables["pixel_reference"] = pixel_reference(pixel, subject_rdms(first))
+    tables["partial_rsa"] = partial_rsa(scores, runs, pixel)
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+        written.append(f"{name}.csv")
+    (out / "RESULTS.md").write_text(results_markdown(out, scores, tables, n_boot))
+    written.append("RESULTS.md")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{out}: {size / 1e6:.2f} MB" + ("  (over the 5 MB budget)" if size > 5e6 else ""))
+    return written

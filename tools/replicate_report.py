@@ -1,0 +1,119 @@
+"""RESULTS.md of the 92-image replication: the headline table (epoch 0 -> 1 per rule, resolution
+and read-out, with bootstrap CI and exact sign-flip test), the references, the trajectory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# summary part -> (condition suffix in its rule labels -> part of the run)
+SUFFIX_PART = {"headline": {"res224": "headline", "res32": "headline_res32", "": "headline"},
+               "readout": {"none": "readout"}}
+PART_NAME = {"headline": "GAP, 224 px", "headline_res32": "GAP, 32 px",
+             "readout": "spatial (no pooling), 224 px"}
+
+
+def _f(v: float, digits: int = 3) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _p(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def epoch_tests(out: Path) -> pd.DataFrame:
+    """The epoch 0 vs 1 sign-flip tests of the headline and readout summaries, keyed by part."""
+    frames = []
+    for name, parts in SUFFIX_PART.items():
+        path = out / name / "tests.csv"
+        if not path.is_file():
+            continue
+        t = pd.read_csv(path)
+        t = t[(t.family == "epoch0_vs_epoch1") & (t.convention == "best_layer")].copy()
+        cond = t.rule_a.str.partition("|")[2]
+        t["rule"] = t.rule_a.str.partition("|")[0]
+        t["part"] = cond.map(parts)
+        frames.append(t.dropna(subset=["part"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["part", "rule", "roi", "p_two_sided", "p_fdr_family", "cohens_d"])
+
+
+def headline_table(out: Path, boot: pd.DataFrame) -> str:
+    tests = epoch_tests(out).set_index(["part", "rule", "roi"])
+    lines = ["| read-out | rule | ROI | ρ epoch 0 | ρ epoch 1 | change | 95 % CI of ρ0 − ρ1 "
+             "| sign-flip p | p (BH) | Cohen's d | seeds |", "|" + "---|" * 11]
+    for r in boot.itertuples():
+        key = (r.part, r.rule, r.roi)
+        t = tests.loc[key] if key in tests.index else None
+        pct = 100 * (r.rho_e1 - r.rho_e0) / abs(r.rho_e0) if r.rho_e0 else np.nan
+        lines.append(
+            f"| {PART_NAME.get(r.part, r.part)} | {r.rule} | {r.roi} | {_f(r.rho_e0)} "
+            f"({r.layer_e0}) | {_f(r.rho_e1)} ({r.layer_e1}) | {_f(-r.drop)} ({_f(pct, 0)} %) "
+            f"| [{_f(r.ci_low)}, {_f(r.ci_high)}] "
+            f"| {_p(t.p_two_sided if t is not None else np.nan)} "
+            f"| {_p(t.p_fdr_family if t is not None else np.nan)} "
+            f"| {_f(t.cohens_d if t is not None else np.nan, 2)} | {r.n_seeds} |")
+    return "\n".join(lines)
+
+
+def trajectory_table(out: Path) -> str:
+    path = out / "trajectory" / "deltas.csv"
+    if not path.is_file():
+        return "Not run yet (`--stage trajectory`)."
+    d = pd.read_csv(path)
+    d = d[(d.convention == "best_layer") & d.delta_epoch0.notna()]
+    last = d[d.epoch == d.groupby("rule").epoch.transform("max")]
+    lines = ["| rule | ROI | last epoch | Δρ vs epoch 0 (mean ± SD over seeds) | seeds |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.rule} | {r.roi} | {r.epoch} | {_f(r.delta_epoch0)} ± "
+              f"{_f(r.delta_epoch0_sd)} | {r.n_seeds} |" for r in last.itertuples()]
+    return "\n".join(lines)
+
+
+def partial_table(partial: pd.DataFrame) -> str:
+    t = partial[(partial.part == "headline") & (partial.layer == "conv1")]
+    if t.empty:
+        return ""
+    m = t.groupby(["rule", "roi", "epoch"], sort=False)[["rho", "partial_rho"]].mean()
+    lines = ["| rule | ROI | epoch | conv1 ρ | conv1 partial ρ (pixel RDM removed) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {rule} | {roi} | {epoch} | {_f(v.rho)} | {_f(v.partial_rho)} |"
+              for (rule, roi, epoch), v in m.iterrows()]
+    return "\n".join(lines)
+
+
+def results_markdown(out: Path, scores: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                     n_boot: int) -> str:
+    runs = scores.groupby("part").run.nunique()
+    ceil = out / "noise_ceiling.csv"
+    ceil_text = "–"
+    if ceil.is_file():
+        c = pd.read_csv(ceil)
+        ceil_text = "\n".join(["| ROI | lower | upper | subjects |", "|---|---|---|---|"] + [
+            f"| {r.roi} | {_f(r.lower)} | {_f(r.upper)} | {r.n_subjects} |"
+            for r in c.itertuples()])
+    pixel = tables["pixel_reference"]
+    return "\n".join([
+        "# The 92-image replication (Cichy et al. 2014: EVC and IT RDMs of 15 subjects)", "",
+        "Regenerate: `python tools/replicate_cichy92.py` (stages headline, readout, trajectory, "
+        "summarize; `--dry-run` lists the jobs). Protocol: `experiment=replicate_cichy92` "
+        "(corrected: BatchNorm in eval mode), CIFAR-10 JPEG subset (`data=imagefolder`), "
+        "per-subject Spearman ρ of 1 − r RDMs over all 4,186 image pairs, best layer per rule, "
+        "ROI and epoch as in the study.", "",
+        "Runs: " + ", ".join(f"{part} {n}" for part, n in runs.items()) + "; seeds "
+        + ", ".join(map(str, sorted(scores.seed.unique()))) + ".", "",
+        "## Epoch 0 → 1 (best layer; CI: stimulus bootstrap, "
+        f"{n_boot} resamples shared by all rows; p: exact sign-flip over seeds)", "",
+        headline_table(out, tables["bootstrap_epoch0_minus_epoch1"]), "",
+        "## Noise ceilings (leave one subject out)", "", ceil_text, "",
+        "## Pixel RDM reference (1 − r on 64 × 64 RGB, mean over subjects)", "",
+        " · ".join(f"{r.roi} ρ = {r.rho:.3f}" for r in pixel.itertuples()), "",
+        "## Partial RSA: conv1 controlling for the pixel RDM (GAP, 224 px, seed mean)", "",
+        partial_table(tables["partial_rsa"]), "",
+        "## Trajectory: change from epoch 0 at the last checkpoint (best layer)", "",
+        trajectory_table(out), "",
+        "Per-part tables, tests (exact sign-flip p, Cohen's d, BH within and across families) "
+        "and figures: `headline/`, `readout/`, `trajectory/` (`report.md` in each). Every "
+        "score: `scores.csv.gz`.", ""])
