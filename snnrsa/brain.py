@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,18 @@ from typing import Any
 import numpy as np
 
 from snnrsa.rsa import SplitHalfCeiling, correlation_rdm, split_half_ceiling
+
+# the visual hierarchy, early to late (EVC, the 92-image set's early visual cortex, before LOC/IT)
+ROI_HIERARCHY = ("V1", "V2", "V3", "hV4", "EVC", "LOC", "IT")
+
+
+def roi_order(rois: Sequence[str]) -> list[str]:
+    """ROIs along the visual hierarchy (``ROI_HIERARCHY``), unknown ROIs after it alphabetically
+    (ignoring case, so that e.g. hV4-like names do not sort after every capital)."""
+    known = ROI_HIERARCHY
+    return sorted(set(rois), key=lambda r: (known.index(r) if r in known else len(known),
+                                            r.lower(), r))
+
 
 
 @dataclass

@@ -27,7 +27,7 @@ def ceiling_band(ax, lower: float, upper: float) -> None:
 def plot_trajectory(rsa: pd.DataFrame, path: Path, ceil: pd.DataFrame | None = None) -> None:
     """Subject-mean Spearman rho against epoch with the subject SD as a band, and each ROI's
     LOSO noise ceiling (``ceil``: roi, lower, upper) as a grey band."""
-    from snnrsa.summarize.loading import roi_order
+    from snnrsa.brain import roi_order
 
     rois = roi_order(rsa["roi"].unique())
     bounds = {} if ceil is None else {r.roi: (r.lower, r.upper) for r in ceil.itertuples()}

@@ -297,17 +297,18 @@ class Backbone(nn.Module):
             b.fold_bn = bool(value)
 
     def _channels_last(self, x: torch.Tensor) -> bool:
-        """Whether frames go channels-last: always in no-grad evaluation, and in training only
-        where the fused LIF + pool kernels read that layout as it lies (fast spiking neurons on
-        CPU), so rate, library-loop and rule-specific training keep their numbers. A spiking BP
-        step then spends less in its convolutions and BatchNorm (``tools/bench_backbone.py``)."""
+        """Whether frames go channels-last: always in no-grad evaluation, and in training for
+        snnrsa's LIF neurons on CPU (their fused LIF + pool kernels read that layout as it lies;
+        the library loop gets the same frames, so the two stay comparable bit for bit). A spiking
+        BP step then spends less in its convolutions and BatchNorm (``tools/bench_backbone.py``);
+        rate and rule-specific (STDP) training keep their layout and numbers."""
         if not self.channels_last:
             return False
         if not self.training and not torch.is_grad_enabled():
             return True
         neuron = self.blocks[0].neuron
         return (x.device.type == "cpu" and getattr(neuron, "spiking", False)
-                and getattr(neuron, "impl", None) == "fast" and _is_2x2_max_pool(self.blocks[0].pool))
+                and getattr(neuron, "impl", None) in ("fast", "library"))
 
     def forward(
         self, x: torch.Tensor, static: bool = False

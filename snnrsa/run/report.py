@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from snnrsa.summarize.loading import roi_order
+from snnrsa.brain import roi_order
 
 
 def summary_tables(rsa: pd.DataFrame, train: pd.DataFrame,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from snnrsa.brain import ROI_HIERARCHY, roi_order  # noqa: F401 (re-exported)
+
 log = logging.getLogger("snnrsa.summarize")
 
 
@@ -94,18 +96,6 @@ def rule_order(rules: Sequence[str], reference: str = "bp") -> list[str]:
         return (0 if base == UNTRAINED else 1 if base == reference else 2, r)
 
     return sorted(set(rules), key=key)
-
-
-# the visual hierarchy, early to late (EVC, the 92-image set's early visual cortex, before LOC/IT)
-ROI_HIERARCHY = ("V1", "V2", "V3", "hV4", "EVC", "LOC", "IT")
-
-
-def roi_order(rois: Sequence[str]) -> list[str]:
-    """ROIs along the visual hierarchy (``ROI_HIERARCHY``), unknown ROIs after it alphabetically
-    (ignoring case, so that e.g. hV4-like names do not sort after every capital)."""
-    known = ROI_HIERARCHY
-    return sorted(set(rois), key=lambda r: (known.index(r) if r in known else len(known),
-                                            r.lower(), r))
 
 
 def by_hierarchy(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
