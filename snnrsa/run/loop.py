@@ -153,6 +153,8 @@ def train_epoch(job: Job, state: RunState, epoch: int,
             on_batch(epoch, seen, len(y))
     state.images_seen += seen
     job.rule.end_epoch()
+    if not job.rule.classifies:  # no class read-out: no loss or accuracy to report
+        return float("nan"), float("nan")
     return total / max(seen, 1), correct / max(seen, 1)
 
 
@@ -182,7 +184,8 @@ def record_epoch(job: Job, state: RunState, epoch: int, train_loss: float, train
                  t0: float) -> float:
     """Held-out accuracy now; train.csv and rule_log.csv rewritten. Returns the accuracy."""
     set_mode(job.net, False)
-    test_loss, test_acc = accuracy(job.rule, job.data, job.cfg.data.batch_size, job.device)
+    test_loss, test_acc = (accuracy(job.rule, job.data, job.cfg.data.batch_size, job.device)
+                           if job.rule.classifies else (float("nan"), float("nan")))
     state.train_rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                              "test_loss": test_loss, "test_acc": test_acc,
                              "seconds": time.perf_counter() - t0})
@@ -200,9 +203,16 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     set_mode(net, False, cfg.bn_eval_mode)
     state.model_rdms[epoch], rows = checkpoint_scores(job.rule, cfg, job.evalset, job.device)
     n_stimuli = len(job.evalset.brain.stimuli)
+    spiking = cfg.neuron.name in SPIKING_NEURONS or getattr(job.rule, "spiking", False)
     firing = (firing_stats(net, job.evalset.images, cfg.rsa.layers, cfg.rsa.eval_batch_size,
-                           job.device) if cfg.neuron.name in SPIKING_NEURONS else {})
-    state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "resolution": cfg.brain.resolution,
+                           job.device) if spiking else {})
+
+    def trained(layer: str) -> int:  # training images this layer has learnt from
+        n = job.rule.trained_images(layer)
+        return state.images_seen if n is None else n
+
+    state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "trained_images": trained(row["layer"]),
+                        "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
                         "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]
     if cfg.readout.probe_layers:
