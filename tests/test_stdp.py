@@ -34,7 +34,8 @@ def test_shipped_defaults_are_the_recipe() -> None:
     """The values of SpykeTorch's KheradpishehDeep.py, and the study's network still selectable."""
     cfg = typed_cfg(["rule=stdp"])
     r, b = cfg.rule, cfg.backbone
-    assert (r.coding, r.time_steps, r.threshold_mode, r.threshold_unit) == ("rank_order", 15, "fixed", "potential")
+    assert (r.coding, r.time_steps, r.threshold_mode) == ("rank_order", 15, "fixed")
+    assert r.threshold_unit == "potential"
     assert r.thresholds[:2] == [10.0, 1.0] and r.k_winners[:2] == [5, 8] and r.inhibition_radius[:2] == [2, 1]
     assert (r.a_plus, r.a_minus, r.a_plus_max, r.ramp_every, r.ramp_layers) == (0.004, 0.003, 0.15, 500, [0])
     assert r.homeostasis_tau == 0 and r.pointwise_inhibition == "learning" and r.layer_images[0] == 120000
@@ -87,17 +88,27 @@ def test_fast_first_spikes_equal_the_time_expanded_conv(kernel: int, padding: in
     w = torch.rand(c_out, c_in, kernel, kernel, generator=gen, dtype=torch.float64)
     th = torch.tensor(0.35 * c_in * kernel * kernel, dtype=torch.float64)
     t_fast, v_fast = if_first_spikes(t_in, w, padding, th, t_steps)
-    v = torch.stack([F.conv2d(f, w, padding=padding) for f in cumulative_frames(t_in, t_steps, 1.0, torch.float64)])
+    v = torch.stack(
+        [F.conv2d(f, w, padding=padding) for f in cumulative_frames(t_in, t_steps, 1.0, torch.float64)]
+    )
     above = v >= th
     want_t = torch.where(above.any(0), above.double().argmax(0), torch.tensor(t_steps)).long()
-    want_v = v.gather(0, want_t.clamp(max=t_steps - 1).unsqueeze(0)).squeeze(0).masked_fill(want_t == t_steps, 0)
+    want_v = (
+        v.gather(0, want_t.clamp(max=t_steps - 1).unsqueeze(0)).squeeze(0).masked_fill(want_t == t_steps, 0)
+    )
     assert torch.equal(t_fast, want_t) and 0 < float((want_t < t_steps).double().mean()) < 1
     torch.testing.assert_close(v_fast, want_v)
 
 
 def reference_step(
-    t_pre: torch.Tensor, w: torch.Tensor, threshold: float, k: int, radius: int, padding: int,
-    t_steps: int, rates: list[tuple[float, float]],
+    t_pre: torch.Tensor,
+    w: torch.Tensor,
+    threshold: float,
+    k: int,
+    radius: int,
+    padding: int,
+    t_steps: int,
+    rates: list[tuple[float, float]],
 ) -> torch.Tensor:
     """One image at a time with explicit loops: IF first spikes (no reset), pointwise inhibition,
     k-WTA (earliest spike, then larger potential, then lower flat index), the recipe's pre <= post
@@ -123,12 +134,16 @@ def reference_step(
         for _ in range(k):
             if not avail:
                 break
-            (y, x), (t, _, c) = min(avail.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[1][2] * h * wd + kv[0][0] * wd + kv[0][1]))
+            (y, x), (t, _, c) = min(
+                avail.items(),
+                key=lambda kv: (kv[1][0], kv[1][1], kv[1][2] * h * wd + kv[0][0] * wd + kv[0][1]),
+            )
             a_plus, a_minus = rates[b]
             ltp = pre[:, y : y + ks, x : x + ks] <= t
             logit[c] += torch.where(ltp, a_plus, -a_minus).double()
             avail = {
-                pos: val for pos, val in avail.items()
+                pos: val
+                for pos, val in avail.items()
                 if val[2] != c and not (abs(pos[0] - y) <= radius and abs(pos[1] - x) <= radius)
             }
     return torch.sigmoid(logit)
@@ -137,15 +152,25 @@ def reference_step(
 @pytest.mark.parametrize("layer", [0, 1])
 def test_batched_update_equals_per_image_reference(layer: int) -> None:
     """The rule's batched step (ramp moving within the batch) on each layer of the recipe network."""
-    rule = make(["backbone.channels=[4,6]", "rule.ramp_every=2", "rule.thresholds=[6.0,1.0]", "rule.init_std=0.2"])
+    rule = make(
+        ["backbone.channels=[4,6]", "rule.ramp_every=2", "rule.thresholds=[6.0,1.0]", "rule.init_std=0.2"]
+    )
     images, _ = oriented_bars(6, 12, seed=3)
     block = rule.net.backbone.blocks[layer]
     rule.seen[layer] = 3  # ramp doublings inside the batch
     io = rule.layer_io(images, layer)
     w0 = block.conv.weight.clone()
     rates = [learning_rates(rule.cfg, 3 + i, layer) for i in range(len(images))]
-    want = reference_step(io.t_pre, w0, float(block.neuron.threshold), rule.cfg.k_winners[layer],
-                          rule.cfg.inhibition_radius[layer], block.conv.padding[0], rule.time_steps, rates)
+    want = reference_step(
+        io.t_pre,
+        w0,
+        float(block.neuron.threshold),
+        rule.cfg.k_winners[layer],
+        rule.cfg.inhibition_radius[layer],
+        block.conv.padding[0],
+        rule.time_steps,
+        rates,
+    )
     rule.update(images, layer)
     assert not torch.equal(block.conv.weight, w0)
     torch.testing.assert_close(block.conv.weight.double(), want, atol=1e-5, rtol=0)
@@ -173,14 +198,19 @@ def test_signature_on_oriented_bars_at_the_shipped_defaults() -> None:
     rule = make([])
     w = rule.weights[0]
     osi0 = orientation_selectivity(torch.rand_like(w)).mean()
-    x, y = oriented_bars(3072, 24, seed=1)
-    for i in range(0, len(x), 128):
-        rule.train_batch(x[i : i + 128], y[i : i + 128])
+    x, y = oriented_bars(4096, 24, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matmuls: one thread is faster on a loaded machine
+    try:
+        for i in range(0, len(x), 128):
+            rule.train_batch(x[i : i + 128], y[i : i + 128])
+    finally:
+        torch.set_num_threads(threads)
     osi, c, use = orientation_selectivity(w).mean(), convergence(w), rule.usage(0)
     assert osi >= 0.5 and osi0 < 0.35, (osi, osi0)
     assert c < 0.01 and 0 <= float(w.min()) and float(w.max()) <= 1
     assert use["never_won"] == 0 and use["max_share"] < 4 / w.shape[0], use
-    assert rule.seen[0] == 3072 and not rule.done and math.isnan(rule.train_batch(x[:8], y[:8])[0])
+    assert rule.seen[0] == 4096 and not rule.done and math.isnan(rule.train_batch(x[:8], y[:8])[0])
 
 
 def test_features_read_fc_as_current_and_conv_as_latency() -> None:
@@ -193,7 +223,7 @@ def test_features_read_fc_as_current_and_conv_as_latency() -> None:
     x = F.adaptive_avg_pool2d(outputs["conv2"].mean(0), 4).flatten(1)
     torch.testing.assert_close(f["fc1"], fc.linear(x))
     t = rule.all_io(images)[0].t_post
-    pooled = (-F.max_pool2d(-t.float(), 2, padding=1))
+    pooled = -F.max_pool2d(-t.float(), 2, padding=1)
     want = ((rule.time_steps - pooled) / rule.time_steps).mean((2, 3))
     torch.testing.assert_close(f["conv1"], want)
 

@@ -6,11 +6,12 @@ spikes (latency or Poisson, optional on/off DoG front end as in ``rule=stdp``); 
 removed and conv weights live in [w_min, w_max]. Training is greedy layer-wise: for the layer in
 training, every time step advances the pre/post traces and applies norse's update
 (potentiation ∝ post spike × pre trace, depression ∝ post trace × pre spike; additive or
-multiplicative weight dependence), divided by the number of pre/post pairs it summed (batch ×
+multiplicative weight dependence), divided by the number of pre/post pairs it summed (batch x
 output positions: norse sums them, so without it a step grows with batch and image size; ``eta``
 is a per-pair rate). With a_pre > a_post (the default) coincident pre/post spikes, the main
-causal pairs under latency coding, potentiate; with a_pre = a_post they cancel. Competition: ``none`` or ``pointwise`` (per position and step
-only the most depolarised above-threshold feature spikes, and every feature there is reset).
+causal pairs under latency coding, potentiate; with a_pre = a_post they cancel.
+Competition: ``none`` or ``pointwise`` (per position and step only the most depolarised
+above-threshold feature spikes, and every feature there is reset).
 Normalisation after each batch: ``none``, ``mean`` (each kernel's mean weight held at its initial
 value) or ``l2``. Thresholds: a fraction of fan-in, or adaptive as in ``rule=stdp`` (a quantile of
 the peak potentials on the first batch of the layer's training). ``STDPParameters`` is built inside
