@@ -154,9 +154,12 @@ class STDPConfig(RuleConfig):
     # layer's training ends.
     homeostasis_tau: float = 0.0
     homeostasis_max: float = 0.5
-    # conv read-out for RSA: count (time-averaged spikes: fired or not) | latency ((T - t)/T per
-    # unit, 0 when silent: earlier spikes weigh more)
-    feature_code: str = choice("count", "count", "latency")
+    # conv read-out for RSA: potential (membrane potential at the end of the presentation, before
+    # threshold and pool: defined where a layer fires everywhere or nowhere, e.g. conv2/conv3 at
+    # their initial weights, where every unit with 2 input spikes fires at once and a spike
+    # read-out is constant, i.e. NaN rho) | count (time-averaged spikes of the block output:
+    # fired or not) | latency ((T - t)/T of each unit's first spike, 0 when silent)
+    feature_code: str = choice("potential", "potential", "count", "latency")
 
 
 @dataclass

@@ -38,10 +38,12 @@ def gained_weight(block: nn.Module) -> torch.Tensor:
 
 def receptive_fields(t_in: torch.Tensor, kernel: int, padding: int, time_steps: int) -> torch.Tensor:
     """Input spike times of every receptive field of a zero-padded stride-1 conv, ``[N, K]``
-    float with N = B*H'*W' and K ordered (dy, dx, c); padded inputs never spike (time T)."""
+    (uint8 for T < 255: a quarter of the memory traffic of floats) with N = B*H'*W' and K ordered
+    (dy, dx, c); padded inputs never spike (time T)."""
     b, c, h, w = t_in.shape
-    x = F.pad(t_in.permute(0, 2, 3, 1).float(), (0, 0, padding, padding, padding, padding),
-              value=float(time_steps))
+    dtype = torch.uint8 if time_steps < 255 else torch.int32
+    x = F.pad(t_in.permute(0, 2, 3, 1).to(dtype), (0, 0, padding, padding, padding, padding),
+              value=time_steps)
     h_out, w_out = h + 2 * padding - kernel + 1, w + 2 * padding - kernel + 1
     sb, sh, sw, sc = x.stride()
     fields = x.as_strided((b, h_out, w_out, kernel, kernel, c), (sb, sh, sw, sh, sw, sc))
@@ -49,12 +51,28 @@ def receptive_fields(t_in: torch.Tensor, kernel: int, padding: int, time_steps: 
 
 
 def if_first_spikes(
-    t_in: torch.Tensor, weight: torch.Tensor, padding: int, threshold: torch.Tensor, time_steps: int
+    t_in: torch.Tensor,
+    weight: torch.Tensor,
+    padding: int,
+    threshold: torch.Tensor,
+    time_steps: int,
+    pointwise: bool = False,
+    potentials: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-spike times and potentials there ``[B, C_out, H', W']`` of a one-spike IF layer
-    (zero-padded stride-1 conv of one-spike inputs ``[B, C_in, H, W]``, no reset), without
-    building the ``[T, ...]`` potentials: per step one matmul of the receptive fields' "input
-    spiked by t" masks with the kernels, on the positions where some unit fires at all."""
+    """First-spike times and potentials there ``[B, C_out, H', W']`` (T and 0 where silent) of a
+    one-spike IF layer (zero-padded stride-1 conv of one-spike inputs ``[B, C_in, H, W]`` with
+    non-negative weights, no reset), without building the ``[T, ...]`` potentials; with
+    ``pointwise`` only each position's earliest unit (then the larger potential, then the lower
+    index) is kept, as ``pointwise_mask`` keeps it. ``potentials=False`` (layers whose spike
+    times are all that is needed) skips the potentials and returns zeros for them.
+
+    An IF membrane with non-negative input only rises. So one matmul of the receptive fields'
+    "input spiked at all" masks with the kernels gives the potentials at T-1 and the units that
+    fire at all; then, going back one step at a time, a matmul of the "input spiked by t" masks
+    on the positions where some unit was still at threshold at t+1 tells which units already were
+    at t: a unit's first spike is the earliest step it is at threshold. Positions leave the loop
+    as soon as none of their units is, and first spikes come late, so this costs a few passes
+    instead of T convs."""
     b, _, h, w = t_in.shape
     c_out, kernel, dtype, dev = weight.shape[0], weight.shape[-1], weight.dtype, weight.device
     cols = receptive_fields(t_in, kernel, padding, time_steps)
@@ -62,26 +80,42 @@ def if_first_spikes(
     wt = weight.permute(2, 3, 1, 0).reshape(-1, c_out).to(dtype)
     th = float(threshold)
     n = len(cols)
-    time = torch.full((n, c_out), time_steps, dtype=torch.long, device=dev)
-    potential = torch.zeros(n, c_out, dtype=dtype, device=dev)
+    rows = torch.arange(n, device=dev)
     spiked = torch.empty(cols.shape, dtype=dtype, device=dev)
-    v = torch.lt(cols, time_steps, out=spiked) @ wt  # potentials at T-1: who fires at all
-    rows = (v >= th).any(1).nonzero().squeeze(1)
-    cols = cols.index_select(0, rows)
-    # potentials only rise: the first-spike time is T minus the number of steps at or above
-    # threshold, and the potential there is the smallest one at or above threshold
-    count = torch.zeros(len(rows), c_out, dtype=torch.uint8, device=dev)
-    v_sub = torch.full((len(rows), c_out), float("inf"), dtype=dtype, device=dev)
-    spiked, v = spiked[: len(rows)], torch.empty(len(rows), c_out, dtype=dtype, device=dev)
-    above = torch.empty(v.shape, dtype=torch.bool, device=dev)
-    for t in range(time_steps):
-        torch.mm(torch.lt(cols, t + 1, out=spiked), wt, out=v)  # potentials at t
-        torch.ge(v, th, out=above)
-        count.add_(above.view(torch.uint8))
-        torch.minimum(v_sub, v.masked_fill_(~above, float("inf")), out=v_sub)
-    t_sub = time_steps - count.long()
-    v_sub.masked_fill_(count == 0, 0.0)
-    time[rows], potential[rows] = t_sub, v_sub
+    if pointwise:  # per position: the step and potentials of its last time at threshold so far
+        first_t = torch.full((n,), time_steps, dtype=torch.long, device=dev)
+        first_v = torch.zeros(n, c_out, dtype=dtype, device=dev)
+    else:
+        count = torch.zeros(n, c_out, dtype=torch.uint8, device=dev)  # steps at threshold
+        first_v = torch.zeros(n, c_out, dtype=dtype, device=dev)
+    for t in range(time_steps - 1, -1, -1):
+        v = torch.lt(cols, t + 1, out=spiked[: len(cols)]) @ wt  # potentials at t
+        above = v >= th
+        on = above.any(1)
+        n_on = int(on.sum())
+        if not n_on:
+            break
+        if n_on < 0.75 * len(rows):  # positions with no unit at threshold are settled: drop them
+            keep = on.nonzero().squeeze(1)
+            rows, cols = rows.index_select(0, keep), cols.index_select(0, keep)
+            v, above, on = v.index_select(0, keep), above.index_select(0, keep), on.index_select(0, keep)
+        if pointwise:  # (rows kept with no unit at threshold keep their later step)
+            first_t[rows] = torch.where(on, t, first_t.index_select(0, rows))
+            first_v.index_copy_(0, rows, torch.where(on.unsqueeze(1), v, first_v.index_select(0, rows)))
+        else:
+            count.index_add_(0, rows, above.view(torch.uint8))
+            if potentials:
+                first_v.index_copy_(0, rows, torch.where(above, v, first_v.index_select(0, rows)))
+    if pointwise:
+        best, feature = first_v.max(1)  # at the earliest step the largest potential is >= th
+        fired = first_t < time_steps
+        time = torch.full((n, c_out), time_steps, dtype=torch.long, device=dev)
+        time.scatter_(1, feature.unsqueeze(1), first_t.unsqueeze(1))
+        potential = torch.zeros(n, c_out, dtype=dtype, device=dev)
+        potential.scatter_(1, feature.unsqueeze(1), best.masked_fill(~fired, 0.0).unsqueeze(1))
+    else:
+        time = time_steps - count.long()
+        potential = first_v
 
     def dense(x: torch.Tensor) -> torch.Tensor:
         return x.view(b, h_out, w_out, c_out).permute(0, 3, 1, 2).contiguous()

@@ -139,6 +139,28 @@ class STDP(LayerwiseSTDP):
             return (len(seq) - t).to(seq.dtype) / len(seq)
         return seq.mean(0)
 
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """``feature_code=potential``: each conv layer's membrane potential at the end of the
+        presentation (its integrated input, sum of w over the inputs that spiked; before the
+        threshold and the pool), GAP'd or flattened as ``rsa.layer_pooling`` says; FC layers as
+        their input current. Spike read-outs (count, latency): ``LayerwiseSTDP.features``."""
+        if self.cfg.feature_code != "potential":
+            return super().features(images, layers)
+        feats = super().features(images, [n for n in layers if not n.startswith("conv")])
+        blocks, steps = self.net.backbone.blocks, self.time_steps
+        convs = [int(n[4:]) - 1 for n in layers if n.startswith("conv")]
+        if convs:
+            for i, io in enumerate(self.all_io(images, max(convs))):
+                if i in convs:
+                    b = blocks[i]
+                    v = torch.nn.functional.conv2d(
+                        (io.t_pre < steps).to(images.dtype), gained_weight(b), padding=b.conv.padding
+                    )
+                    gap = self.net.layer_pooling == "gap"
+                    feats[f"conv{i + 1}"] = v.mean((2, 3)) if gap else v.flatten(1)
+        return feats
+
     def pointwise_at(self, layer: int, learning: int | None) -> bool:
         """Whether pointwise inhibition acts on ``layer``'s output (``learning``: the layer in
         training, None at evaluation)."""
@@ -156,7 +178,8 @@ class STDP(LayerwiseSTDP):
     ) -> list[LayerIO]:
         """``LayerIO`` of conv blocks 0..``last`` (default: all), as the network runs while
         ``learning`` trains (the recipe: pointwise inhibition on that layer's output and on its
-        pooled input) or at evaluation (None).
+        pooled input) or at evaluation (None). The fast path gives potentials for the learning
+        layer only (zeros elsewhere).
 
         One-spike IF layers take ``if_first_spikes`` (no time-expanded tensors); the rest run the
         conv on all T cumulative frames."""
@@ -173,11 +196,9 @@ class STDP(LayerwiseSTDP):
             neuron, pointwise = block.neuron, self.pointwise_at(i, learning)
             if self.fast_path and fast_path_ok(block, beta):
                 t_out, v_out = if_first_spikes(
-                    t_in, gained_weight(block), block.conv.padding[0], neuron.threshold, steps
+                    t_in, gained_weight(block), block.conv.padding[0], neuron.threshold, steps,
+                    pointwise, potentials=i == learning,  # only the learning layer's k-WTA needs them
                 )
-                if pointwise:
-                    keep = pointwise_mask(t_out, v_out, steps)
-                    t_out, v_out = t_out.masked_fill(~keep, steps), v_out.masked_fill(~keep, 0.0)
             else:
                 if cum is None:
                     cum = (
