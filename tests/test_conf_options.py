@@ -56,4 +56,4 @@ def test_option_composes_and_validates(option: str) -> None:
 
 def test_an_option_missing_its_companions_fails_naming_keys() -> None:
     with pytest.raises(ConfigError, match="encoding=analog"):
-        typed_cfg(["rule=stdp", "neuron=snntorch_lif"])
+        typed_cfg(["rule=stdp_trace", "neuron=snntorch_lif"])
