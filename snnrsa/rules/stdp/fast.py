@@ -95,13 +95,15 @@ def if_first_spikes(
         n_on = int(on.sum())
         if not n_on:
             break
-        if n_on < 0.75 * len(rows):  # positions with no unit at threshold are settled: drop them
+        # positions with no unit at threshold are settled: drop them (lazily where only the
+        # spike counts are kept, as rows without any unit at threshold add nothing to them)
+        if n_on < len(rows) and (pointwise or n_on < 0.75 * len(rows)):
             keep = on.nonzero().squeeze(1)
             rows, cols = rows.index_select(0, keep), cols.index_select(0, keep)
-            v, above, on = v.index_select(0, keep), above.index_select(0, keep), on.index_select(0, keep)
-        if pointwise:  # (rows kept with no unit at threshold keep their later step)
-            first_t[rows] = torch.where(on, t, first_t.index_select(0, rows))
-            first_v.index_copy_(0, rows, torch.where(on.unsqueeze(1), v, first_v.index_select(0, rows)))
+            v, above = v.index_select(0, keep), above.index_select(0, keep)
+        if pointwise:
+            first_t[rows] = t
+            first_v.index_copy_(0, rows, v)
         else:
             count.index_add_(0, rows, above.view(torch.uint8))
             if potentials:
