@@ -80,6 +80,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
             ckpt = torch.load(job.sources[epoch], map_location=job.device, weights_only=False)
             job.net.load_state_dict(ckpt["model"])
             job.rule.load_state_dict(ckpt["rule"])
+            state.images_seen = ckpt.get("images_seen", state.images_seen)  # trained_images
         elif epoch > 0:
             train_loss, train_acc = train_epoch(job, state, epoch, dynamics)
         test_acc = record_epoch(job, state, epoch, train_loss, train_acc, t0)
