@@ -79,4 +79,4 @@ def test_an_old_key_on_the_command_line_fails_naming_the_new_one() -> None:
 
 def test_an_option_missing_its_companions_fails_naming_keys() -> None:
     with pytest.raises(ConfigError, match="encoding=analog"):
-        typed_cfg(["rule=stdp", "neuron=snntorch_lif"])
+        typed_cfg(["rule=stdp_trace", "neuron=snntorch_lif"])

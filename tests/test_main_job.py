@@ -210,21 +210,27 @@ def test_evaluate_from_rescores_the_same_checkpoints(run_dir: Path, tmp_path: Pa
 
 @pytest.mark.slow
 def test_stdp_dynamics_probes_within_epochs(tmp_path: Path, cache_dir: Path) -> None:
-    snnrsa([*TINY, "experiment=stdp_dynamics", "checkpoints=[0,1,2]", "dynamics.interval=128",
-            "neuron.time_steps=4", "readout.probe_layers=[conv1]",
+    snnrsa([*TINY, "experiment=stdp_dynamics", "data=synthetic", "checkpoints=[0,1,2]",
+            "dynamics.interval=128", "readout.probe_layers=[conv1]", "rule.layer_images=[256]",
             f"hydra.run.dir={tmp_path}"], cache_dir)
     dyn = pd.read_csv(tmp_path / "dynamics_rsa.csv")
     # 256 training images per epoch (batch 64), a probe every 128 images, epochs 1 and 2
     assert sorted(dyn.images.unique()) == [128, 256, 384, 512]
     assert sorted(dyn.epoch.unique()) == [0.5, 1.0, 1.5, 2.0]
-    assert set(dyn.layer) == {"conv1", "conv2", "conv3"}
+    assert set(dyn.layer) == {"conv1", "conv2", "conv3", "fc1"} and dyn.rho.notna().all()
     with h5py.File(tmp_path / "results.h5") as f:
         probes = sorted(f["dynamics"])
         assert len(probes) == 4
         last = f["dynamics"][probes[-1]]
         assert last.attrs["images"] == 512
         hist = last["conv1_w_hist"][()]
-        assert hist.sum() == 8 * 2 * 3 * 3  # every conv1 weight (8 features, on/off input, 3x3)
+        assert hist.sum() == 8 * 2 * 5 * 5  # every conv1 weight (8 features, on/off input, 5x5)
     rule_log = pd.read_csv(tmp_path / "rule_log.csv")
     assert {"C", "layer", "images"} <= set(rule_log.columns)
     assert (pd.read_csv(tmp_path / "probe.csv").layer == "conv1").all()
+    rsa = pd.read_csv(tmp_path / "rsa.csv")  # conv1 trained in epoch 1, conv2 in epoch 2
+    trained = rsa.groupby(["epoch", "layer"]).trained_images.first()
+    assert trained[(1, "conv1")] == trained[(2, "conv1")] == 256 and trained[(2, "conv2")] == 256
+    assert trained[(1, "conv2")] == 0 and trained[(2, "fc1")] == 0
+    train = pd.read_csv(tmp_path / "train.csv")  # no classifier: NaN, not 0
+    assert train.train_acc.isna().all() and train.test_acc.isna().all()

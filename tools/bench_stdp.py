@@ -5,8 +5,9 @@ code runs (one image at a time; per image an IF membrane stepped over time, firs
 inhibition, pooling of spike trains between layers, k winners found one after another, one kernel
 update per winner). Like the batched rule it sums a batch's updates computed at the same weights,
 so both give the same Δw (checked and printed). Both start from the same weights, train the same
-layer on the same procedural object images (32 px, the study's 32/64/128 backbone, 3x3 kernels)
-and are timed after a warm-up batch, in alternating rounds (one batched batch, then a share
+layer on the same procedural object images (32 px, the shipped ``rule=stdp``: the recipe's
+network, 5x5 / 2x2 kernels, rank-order code over T = 15) and are timed after a warm-up batch,
+in alternating rounds (one batched batch, then a share
 of the per-image images) so that a changing machine load hits both alike.
 
     python tools/bench_stdp.py --threads 2 --layer 0 1 2
@@ -27,11 +28,11 @@ from snnrsa.data.procedural import make_dataset
 from snnrsa.model.network import Network
 from snnrsa.rules import make_rule
 from snnrsa.rules.stdp import STDP
-from snnrsa.rules.stdp.functional import learning_rates
+from snnrsa.rules.stdp.functional import learning_rates, per_layer
 from snnrsa.runtime import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-BASE = ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", "neuron.time_steps=8"]
+BASE = ["rule=stdp"]  # the shipped defaults: the recipe (rank-order code, T = 15, its network)
 
 
 def build(overrides: list[str], seed: int) -> STDP:
@@ -44,17 +45,16 @@ def build(overrides: list[str], seed: int) -> STDP:
 @torch.no_grad()
 def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tensor:
     """Δw of ``layer`` for a batch, one image at a time with explicit loops (one-spike IF/LIF
-    neurons, per-feature gains where the rule has homeostatic offsets); the weights are
-    updated once with the summed (or averaged) drive."""
+    neurons stepped over time, per-feature gains where the rule has homeostatic offsets, pointwise
+    inhibition where the rule applies it while ``layer`` learns, pooling of spike trains, k winners
+    one after another); each image's events are applied as logit(w) += ±a at the batch's weights,
+    the rule's batch-size-invariant step."""
     cfg, blocks, steps = rule.cfg, rule.net.backbone.blocks, rule.time_steps
     w = blocks[layer].conv.weight
-    ltp, events = torch.zeros_like(w), torch.zeros(w.shape[0])
-    k, radius = (
-        cfg.k_winners[min(layer, len(cfg.k_winners) - 1)],
-        cfg.inhibition_radius[min(layer, len(cfg.inhibition_radius) - 1)],
-    )
-    ks = w.shape[-1]
-    for img in images:
+    drive = torch.zeros_like(w)
+    k, radius = per_layer(cfg.k_winners, layer), per_layer(cfg.inhibition_radius, layer)
+    ks, pad = w.shape[-1], blocks[layer].conv.padding[0]
+    for n, img in enumerate(images):
         x = rule.net.encoder(img.unsqueeze(0))[:, 0]  # [T, C, H, W] input spikes
         for i, block in enumerate(blocks[: layer + 1]):
             th = float(block.neuron.threshold)
@@ -63,28 +63,33 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
             t_post = v_post = None
             for t in range(steps):  # IF/LIF membrane, no reset, first crossing only
                 acc = cfg.beta * acc + x[t]  # (leaky) sum of input spikes so far
-                v = F.conv2d(acc.unsqueeze(0), block.conv.weight, padding=ks // 2)[0]
+                v = F.conv2d(acc.unsqueeze(0), block.conv.weight, padding=block.conv.padding[0])[0]
                 v = v if gain is None else v * gain.view(-1, 1, 1)
                 if t_post is None:
                     t_post = torch.full_like(v, float(steps))
                     v_post = torch.zeros_like(v)
                 new = (v >= th) & (t_post == steps)
                 t_post[new], v_post[new] = float(t), v[new]
-            if cfg.pointwise_inhibition:  # per position: earliest, then larger potential
+            if rule.pointwise_at(i, layer):  # per position: earliest, then larger potential
                 order = torch.where(t_post < steps, t_post.double() * 1e6 - v_post, torch.inf)
                 keep = torch.zeros_like(t_post, dtype=torch.bool)
                 keep.scatter_(0, order.argmin(0, keepdim=True), True)
                 t_post[~keep & (t_post < steps)] = float(steps)
             spikes = torch.stack([(t_post == t).float() for t in range(steps)])
             if i < layer:
-                pooled = F.max_pool2d(spikes.cumsum(0).clamp(max=1), 2)  # earliest in window
-                x = torch.diff(pooled, dim=0, prepend=torch.zeros_like(pooled[:1]))
+                fired = F.max_pool2d(spikes.cumsum(0).clamp(max=1), 2, padding=block.pool.padding)
+                if i == layer - 1 and cfg.pointwise_inhibition == "learning":
+                    t_pool = steps - fired.sum(0)  # per position the earliest feature (lowest index)
+                    first = torch.where(t_pool < steps, t_pool, torch.inf).argmin(0, keepdim=True)
+                    fired = fired * (torch.arange(len(t_pool)).view(-1, 1, 1) == first)
+                x = torch.diff(fired, dim=0, prepend=torch.zeros_like(fired[:1]))
                 continue
             t_pre = torch.full(x.shape[1:], float(steps))
             for t in reversed(range(steps)):
                 t_pre[x[t] > 0] = float(t)
-            t_pre = F.pad(t_pre, (ks // 2,) * 4, value=float(steps))
+            t_pre = F.pad(t_pre, (pad,) * 4, value=float(steps))
             avail = t_post < steps
+            a_plus, a_minus = learning_rates(cfg, rule.seen[layer] + n, layer)
             for _ in range(k):  # k-WTA, one winner after another
                 score = torch.where(avail, t_post.double() * 1e6 - v_post, torch.inf)
                 flat = int(score.argmin())
@@ -95,15 +100,11 @@ def reference_update(rule: STDP, images: torch.Tensor, layer: int) -> torch.Tens
                     (flat // score.shape[2]) % score.shape[1],
                     flat % score.shape[2],
                 )
-                events[f] += 1
-                ltp[f] += (t_pre[:, y : y + ks, xx : xx + ks] <= t_post[f, y, xx]).float()
+                ltp = t_pre[:, y : y + ks, xx : xx + ks] <= t_post[f, y, xx]
+                drive[f] += torch.where(ltp, a_plus, -a_minus)
                 avail[f] = False
                 avail[:, max(0, y - radius) : y + radius + 1, max(0, xx - radius) : xx + radius + 1] = False
-    a_plus, a_minus = learning_rates(cfg, rule.seen[layer])
-    drive = a_plus * ltp - a_minus * (events.view(-1, 1, 1, 1) - ltp)
-    if cfg.reduce == "mean":
-        drive = drive / events.clamp(min=1).view(-1, 1, 1, 1)
-    return (w + w * (1 - w) * drive).clamp(0, 1) - w
+    return torch.sigmoid(torch.logit(w.clamp(1e-6, 1 - 1e-6)) + drive) - w
 
 
 def interleaved(
@@ -153,7 +154,8 @@ def main() -> None:
     for layer in args.layer:
         rule = build(overrides, seed=0)
         rule.net.to(args.device)
-        rule.calibrate_from(images[: args.batch], 0)  # thresholds as training would set them
+        if rule.cfg.threshold_mode == "adaptive":
+            rule.calibrate_from(images[: args.batch], 0)  # thresholds as training would set them
         w0 = rule.weights[layer].clone()
         # same update check on one batch of 16 images
         ref = reference_update(rule, images[:16], layer)

@@ -54,13 +54,14 @@ CONFIGS: dict[str, list[str]] = {
     "pc_published_rate": ["rule=pc_published", "bn_eval_mode=train"],
     "stdp_snntorch": ["rule=stdp", "neuron=snntorch_lif", *LIF, *STDP],
     "stdp_norse_fixed": ["rule=stdp", "neuron=norse_lif", *LIF, *STDP,
-                         "rule.threshold_mode=fixed", "rule.homeostasis_rate=0"],
+                         "rule.threshold_mode=fixed", "rule.homeostasis_tau=0"],
     "stdp_trace_snntorch": ["rule=stdp_trace", "neuron=snntorch_lif", *LIF, *STDP],
     "stdp_published_rate": ["rule=stdp_published", "backbone.init=kaiming_normal",
                             "bn_eval_mode=train"],
     "untrained_rate": ["rule=untrained", "readout=linear_probe", "readout.probe_layers=[conv1,fc1]"],
     "untrained_norse": ["rule=untrained", "neuron=norse_lif", *LIF],
-    "stdp_dynamics": ["experiment=stdp_dynamics", "checkpoints=[0,1,2]", "dynamics.interval=48",
+    "stdp_dynamics": ["experiment=stdp_dynamics", "data=synthetic", "checkpoints=[0,1,2]",
+                      "dynamics.interval=48",
                       *LIF, "rule.layer_images=[64,64,64]", "readout.probe_layers=[conv1]"],
 }
 FILES = ("rsa.csv", "train.csv", "rule_log.csv", "dynamics_rsa.csv", "probe.csv")

@@ -87,16 +87,18 @@ class _ConvStats(torch.autograd.Function):
 class ConvBlock(nn.Module):
     """conv (no bias) -> BatchNorm -> neuron -> 2x2 max-pool."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, batch_norm: bool, neuron: NeuronConfig):
+    def __init__(self, c_in: int, c_out: int, kernel: int, batch_norm: bool, neuron: NeuronConfig,
+                 padding: int | None = None, pool_padding: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        pad = kernel // 2 if padding is None else padding
+        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=False)
         self.bn = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
         self.neuron = make_neuron(neuron)
         if batch_norm and self.neuron.spiking and neuron.bn_alpha is not None:
             # tdBN (Zheng et al. 2021): the current starts normalised to alpha * threshold
             # (tools/diagnose_spiking_bp.py)
             nn.init.constant_(self.bn.weight, neuron.bn_alpha * neuron.threshold)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2, padding=pool_padding)
         self.fold_bn = False
 
     def _conv_bn(self, f: torch.Tensor) -> torch.Tensor:
@@ -236,6 +238,16 @@ class FCLayer(nn.Module):
         return self.dropout(self.neuron(fold_time(self.current, x)))
 
 
+def block_kernel(cfg: BackboneConfig, i: int) -> int:
+    """Kernel size of conv block ``i``: ``kernel_sizes`` (last entry repeats) or ``kernel_size``."""
+    return cfg.kernel_sizes[min(i, len(cfg.kernel_sizes) - 1)] if cfg.kernel_sizes else cfg.kernel_size
+
+
+def block_padding(cfg: BackboneConfig, i: int) -> int | None:
+    """Conv padding of block ``i``; None: kernel // 2."""
+    return cfg.padding[min(i, len(cfg.padding) - 1)] if cfg.padding else None
+
+
 class Backbone(nn.Module):
     """Conv blocks, an adaptive pool to ``pool_to`` (for evaluation above the training size),
     fully connected layers and the linear head; returns every layer's output sequence."""
@@ -248,12 +260,13 @@ class Backbone(nn.Module):
         self.study_feedback: dict[str, torch.Tensor] = {}
         blocks = []
         for i in range(len(cfg.channels)):
+            spec = (chans[i], chans[i + 1], block_kernel(cfg, i), cfg.batch_norm, neuron,
+                    block_padding(cfg, i), cfg.pool_padding)
             if cfg.init == "study_fa":  # FA_CNN draws W itself: no default init draw
                 with torch.random.fork_rng(devices=[]):
-                    block = ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm,
-                                      neuron)
+                    block = ConvBlock(*spec)
             else:
-                block = ConvBlock(chans[i], chans[i + 1], cfg.kernel_size, cfg.batch_norm, neuron)
+                block = ConvBlock(*spec)
             if cfg.init in ("study_fa", "study_stdp"):
                 nn.init.kaiming_normal_(block.conv.weight, nonlinearity="relu")
             if cfg.init == "study_fa":  # FA_CNN's B: randn, then redrawn by xavier_normal

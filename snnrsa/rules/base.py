@@ -49,9 +49,11 @@ def training_mode_probe(net: nn.Module, seed: int = 0) -> Iterator[None]:
 
 class Rule(ABC):
     """A learning rule bound to one network (its config schema: ``snnrsa.schema.RULE_SCHEMAS``);
-    ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline)."""
+    ``trains = False`` marks a rule evaluated at epoch 0 only (the untrained baseline);
+    ``classifies = False`` a rule without a class read-out (its accuracy: the linear probe)."""
 
     trains: bool = True
+    classifies: bool = True  # False: no class read-out (train/test loss and accuracy are NaN)
 
     @classmethod
     def check(cls, cfg: Any) -> None:
@@ -86,6 +88,10 @@ class Rule(ABC):
         """Rule diagnostics (alignment angles, energies, STDP convergence...) written by the
         run loop to ``rule_log.csv``, one dict per row."""
         return []
+
+    def trained_images(self, layer: str) -> int | None:
+        """Training images ``layer`` has learnt from; None: every image the run has seen."""
+        return None
 
     def end_epoch(self) -> None:
         """Hook for per-epoch schedules."""

@@ -6,8 +6,12 @@ spikes (latency or Poisson, optional on/off DoG front end as in ``rule=stdp``); 
 removed and conv weights live in [w_min, w_max]. Training is greedy layer-wise: for the layer in
 training, every time step advances the pre/post traces and applies norse's update
 (potentiation ∝ post spike × pre trace, depression ∝ post trace × pre spike; additive or
-multiplicative weight dependence). Competition: ``none`` or ``pointwise`` (per position and step
-only the most depolarised above-threshold feature spikes, and every feature there is reset).
+multiplicative weight dependence), divided by the number of pre/post pairs it summed (batch x
+output positions: norse sums them, so without it a step grows with batch and image size; ``eta``
+is a per-pair rate). With a_pre > a_post (the default) coincident pre/post spikes, the main
+causal pairs under latency coding, potentiate; with a_pre = a_post they cancel.
+Competition: ``none`` or ``pointwise`` (per position and step only the most depolarised
+above-threshold feature spikes, and every feature there is reset).
 Normalisation after each batch: ``none``, ``mean`` (each kernel's mean weight held at its initial
 value) or ``l2``. Thresholds: a fraction of fan-in, or adaptive as in ``rule=stdp`` (a quantile of
 the peak potentials on the first batch of the layer's training). ``STDPParameters`` is built inside
@@ -24,9 +28,9 @@ import torch
 from torch import nn
 
 from snnrsa.model.network import Network
-from snnrsa.rules.base import Rule
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer
+from snnrsa.rules.stdp.layerwise import LayerwiseSTDP
 from snnrsa.rules.stdp.modules import DoGEncoder
 from snnrsa.rules.stdp.rule import require_spike_input
 
@@ -77,14 +81,15 @@ class TraceLIF(nn.Module):
 
 
 def stdp_parameters(cfg: Any, padding: int) -> Any:
-    """norse ``STDPParameters`` for a conv layer (built where used: they cannot be pickled)."""
+    """norse ``STDPParameters`` for a conv layer (built where used: they cannot be pickled);
+    no hard bound inside norse: ``trace_stdp_layer`` clamps after dividing by the pairs."""
     from norse.torch.functional.stdp import STDPParameters
 
     return STDPParameters(
         a_pre=torch.tensor(cfg.a_pre), a_post=torch.tensor(cfg.a_post),
         tau_pre_inv=torch.tensor(cfg.tau_pre_inv), tau_post_inv=torch.tensor(cfg.tau_post_inv),
         w_min=cfg.w_min, w_max=cfg.w_max, eta_plus=cfg.eta_plus, eta_minus=cfg.eta_minus,
-        stdp_algorithm=cfg.algorithm, mu=cfg.mu, hardbound=True, convolutional=True,
+        stdp_algorithm=cfg.algorithm, mu=cfg.mu, hardbound=False, convolutional=True,
         stride=1, padding=padding)
 
 
@@ -92,7 +97,8 @@ def stdp_parameters(cfg: Any, padding: int) -> Any:
 def trace_stdp_layer(z_pre: torch.Tensor, conv: nn.Conv2d, neuron: TraceLIF, params: Any,
                      dt: float = 1.0) -> torch.Tensor:
     """Run one conv LIF layer over input spikes ``[T, B, C, H, W]``, updating ``conv.weight`` at
-    every step with norse's trace STDP; returns the output spikes ``[T, B, C_out, H, W]``."""
+    every step with norse's trace STDP divided by the number of pre/post pairs it sums (batch ×
+    output positions); returns the output spikes ``[T, B, C_out, H, W]``."""
     from norse.torch.functional.stdp import STDPState, stdp_step_conv2d
 
     w = conv.weight
@@ -106,12 +112,13 @@ def trace_stdp_layer(z_pre: torch.Tensor, conv: nn.Conv2d, neuron: TraceLIF, par
             state = STDPState(torch.zeros_like(zp), torch.zeros_like(cur))
         v, z = neuron.step(v, cur)
         new_w, state = stdp_step_conv2d(zp, z, w, state, params, dt=dt)
-        w.copy_(new_w)
+        pairs = z.shape[0] * z.shape[2] * z.shape[3]
+        w.add_((new_w - w) / pairs).clamp_(params.w_min, params.w_max)  # bounds after the mean
         out.append(z)
     return torch.stack(out)
 
 
-class STDPTrace(Rule):
+class STDPTrace(LayerwiseSTDP):
     """Greedy layer-wise pair-based trace STDP with norse; no class read-out of its own."""
 
     @classmethod
@@ -141,24 +148,12 @@ class STDPTrace(Rule):
                                     cfg.competition,
                                     per_layer(cfg.threshold_quantiles, i) if adaptive else None
                                     ).to(device)
-        self.n_layers, self.layer = len(blocks), 0
-        self.seen = [0] * self.n_layers
-        self.images = 0
-        self.rows: list[dict[str, Any]] = []
         self.target = [self._norm(b.conv.weight) for b in blocks]
 
     def _norm(self, w: torch.Tensor) -> torch.Tensor:
         if self.cfg.normalise == "l2":
             return w.flatten(1).norm(dim=1).clone()
         return w.flatten(1).mean(1).clone()
-
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return [b.conv.weight for b in self.net.backbone.blocks]
-
-    @property
-    def done(self) -> bool:
-        return self.layer >= self.n_layers
 
     @torch.no_grad()
     def layer_input(self, images: torch.Tensor, layer: int) -> torch.Tensor:
@@ -172,7 +167,7 @@ class STDPTrace(Rule):
     @torch.no_grad()
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         if self.done:
-            return 0.0, 0
+            return math.nan, 0
         layer, cfg = self.layer, self.cfg
         block = self.net.backbone.blocks[layer]
         x = self.layer_input(images, layer)
@@ -196,10 +191,7 @@ class STDPTrace(Rule):
         })
         if self.seen[layer] >= per_layer(cfg.layer_images, layer):
             self.layer += 1
-        return 0.0, 0
-
-    def log_rows(self) -> list[dict[str, Any]]:
-        return self.rows
+        return math.nan, 0
 
     def dynamics(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

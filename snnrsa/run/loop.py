@@ -86,6 +86,7 @@ def run(cfg: Config, out_dir: Path, config_yaml: str, job_num: int = 0) -> pd.Da
             ckpt = torch.load(job.sources[epoch], map_location=job.device, weights_only=False)
             job.net.load_state_dict(ckpt["model"])
             job.rule.load_state_dict(ckpt["rule"])
+            state.images_seen = ckpt.get("images_seen", state.images_seen)  # trained_images
         elif epoch > 0:
             train_loss, train_acc = train_epoch(job, state, epoch, dynamics)
         test_acc = record_epoch(job, state, epoch, train_loss, train_acc, t0)
@@ -167,6 +168,8 @@ def train_epoch(job: Job, state: RunState, epoch: int,
             on_batch(epoch, seen, len(y))
     state.images_seen += seen
     job.rule.end_epoch()
+    if not job.rule.classifies:  # no class read-out: no loss or accuracy to report
+        return float("nan"), float("nan")
     return total / max(seen, 1), correct / max(seen, 1)
 
 
@@ -201,8 +204,9 @@ def record_epoch(job: Job, state: RunState, epoch: int, train_loss: float, train
     every = job.cfg.test_every
     if epoch in job.checkpoints or (every > 0 and epoch % every == 0):
         set_mode(job.net, False)
-        test_loss, test_acc = accuracy(job.rule, job.data, job.cfg.data.batch_size, job.device,
-                                       job.held_out)
+        if job.rule.classifies:
+            test_loss, test_acc = accuracy(job.rule, job.data, job.cfg.data.batch_size,
+                                           job.device, job.held_out)
     state.train_rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                              "test_loss": test_loss, "test_acc": test_acc,
                              "seconds": time.perf_counter() - t0, "eval_seconds": 0.0})
@@ -220,9 +224,16 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     set_mode(net, False, cfg.bn_eval_mode)
     state.model_rdms[epoch], rows = checkpoint_scores(job.rule, cfg, job.evalset, job.device)
     n_stimuli = len(job.evalset.brain.stimuli)
+    spiking = cfg.neuron.name in SPIKING_NEURONS or getattr(job.rule, "spiking", False)
     firing = (firing_stats(net, job.evalset.images, cfg.rsa.layers, cfg.rsa.eval_batch_size,
-                           job.device) if cfg.neuron.name in SPIKING_NEURONS else {})
-    state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "resolution": cfg.brain.resolution,
+                           job.device) if spiking else {})
+
+    def trained(layer: str) -> int:  # training images this layer has learnt from
+        n = job.rule.trained_images(layer)
+        return state.images_seen if n is None else n
+
+    state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "trained_images": trained(row["layer"]),
+                        "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
                         "pooling": cfg.rsa.layer_pooling,
                         "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]

@@ -16,6 +16,11 @@ INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest", "box")  # data.im
 class BackboneConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     kernel_size: int = 3
+    # per conv block (a block without an entry uses the last one); empty: kernel_size everywhere
+    kernel_sizes: list[int] = field(default_factory=list)
+    # conv zero padding per block; empty: kernel // 2 ("same" for odd kernels)
+    padding: list[int] = field(default_factory=list)
+    pool_padding: int = 0  # padding of every 2x2 stride-2 max-pool (SpykeTorch's recipe: 1)
     batch_norm: bool = True
     fc_units: list[int] = field(default_factory=lambda: [512])
     dropout: float = 0.0

@@ -100,17 +100,31 @@ class STDPPublishedConfig(RuleConfig):
 
 @dataclass
 class STDPConfig(RuleConfig):
+    """Canonical conv STDP; the defaults are Kheradpisheh et al. (2018) as SpykeTorch reimplements
+    it (``KheradpishehDeep.py``); see conf/rule/stdp.yaml for each value's source."""
+
     name: str = "stdp"
-    # Firing threshold per conv layer, as a fraction of the layer's fan-in (C_in * k * k); a layer
-    # without an entry uses the last one.
-    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
-    # adaptive: the first batch a layer sees (again when its training starts) sets its threshold
-    # to this quantile of its units' peak potentials; fixed: ``thresholds`` as given
-    threshold_mode: str = choice("adaptive", "fixed", "adaptive")
+    # rank_order (the recipe: grey image -> two DoG kernels, values < dog_threshold dropped, local
+    # normalisation, equal-count rank-order bins over time_steps) | encoding (the configured
+    # encoding group after the DoG on/off maps or the pixels, over neuron.time_steps)
+    coding: str = choice("rank_order", "rank_order", "encoding")
+    time_steps: int = 15  # rank_order only: spike bins per image
+    dog_threshold: float = 50.0  # rank_order: DoG responses below this (on a 0-255 image) are dropped
+    dog_padding: str = choice("zero", "zero", "replicate")  # rank_order: padding of the DoG convs
+    normalization_radius: int = 8  # rank_order: local normalisation window (2r+1)^2; 0: off
+    # Firing threshold per conv layer (a layer without an entry uses the last one): a potential
+    # (threshold_unit=potential, the recipe's 10 and 1) or a fraction of the fan-in C_in*k*k
+    thresholds: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])
+    threshold_unit: str = choice("potential", "potential", "fan_in")
+    # fixed: ``thresholds`` as given (the recipe) | adaptive: the first batch a layer sees (again
+    # when its training starts) sets its threshold to a quantile of its units' peak potentials
+    threshold_mode: str = choice("fixed", "fixed", "adaptive")
     threshold_quantiles: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.1])
     beta: float = 1.0  # membrane decay per step: 1 is integrate-and-fire (the recipe), < 1 leaky
     one_spike: bool = True  # at most one spike per neuron per image (time-to-first-spike code)
-    pointwise_inhibition: bool = True  # per position, only the earliest feature fires
+    # per position only the earliest feature fires: learning (the recipe: on the output of the
+    # layer in training and on its pooled input, never at evaluation) | always | off
+    pointwise_inhibition: str = choice("learning", "learning", "always", "off")
     k_winners: list[int] = field(default_factory=lambda: [5, 8, 8])  # per layer, per image
     inhibition_radius: list[int] = field(default_factory=lambda: [2, 1, 1])  # k-WTA, in pixels
     a_plus: float = 0.004
@@ -118,24 +132,34 @@ class STDPConfig(RuleConfig):
     a_plus_max: float = 0.15  # the ramp stops here; a_minus keeps its ratio to a_plus
     ramp_every: int = 500  # training images of a layer between learning-rate doublings
     ramp_factor: float = 2.0
-    # sum | mean: a feature's updates over the images of a batch it won in
-    reduce: str = choice("sum", "sum", "mean")
-    layer_images: list[int] = field(default_factory=lambda: [4000, 4000, 4000])  # greedy schedule
+    ramp_layers: list[int] = field(default_factory=lambda: [0])  # layers with the ramp (recipe: conv1)
+    # logit: Δw = a·w(1-w) per event integrated exactly (logit(w) += Σ ±a), so a batch's summed
+    # events equal applying them one by one (batch-size invariant) | linear: w += w(1-w)·Σ ±a at
+    # the batch's weights (the recipe per image; steps grow with the batch)
+    batch_update: str = choice("logit", "logit", "linear")
+    # greedy schedule: training images per layer (the recipe: 120,000 for conv1 (2 MNIST epochs),
+    # 1,200,000 for conv2 (20 epochs)); a budget beyond the run's epochs leaves the layer training
+    layer_images: list[int] = field(default_factory=lambda: [120000, 1200000, 1200000])
     convergence_stop: float = 0.0  # move to the next layer once C = mean(w(1-w)) < this; 0: off
     init_mean: float = 0.8
     init_std: float = 0.05
-    dog: bool = True  # on/off difference-of-Gaussians front end (conv1 then has 2 input channels)
+    dog: bool = True  # coding=encoding: on/off DoG front end (conv1 then has 2 input channels)
     dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])  # centre, surround
     dog_size: int = 7
-    # Homeostatic per-feature thresholds (Diehl & Cook 2015, adapted to k-WTA): 0 is off. Each
-    # feature c of the layer in training has an offset o_c, threshold_c = threshold * (1 + o_c),
-    # applied as the gain 1 / (1 + o_c) on its drive (FirstSpikeNeuron.gain);
-    # after every batch o_c += homeostasis_rate * (C * wins_c / wins - 1), clamped to
-    # [-homeostasis_max, homeostasis_max]: features above their fair share of the batch's wins get
-    # harder to fire, features below it (never winning ones most) easier. Offsets change only while
-    # their layer trains and are kept (frozen) afterwards, for the layers above and for evaluation.
-    homeostasis_rate: float = 0.01
+    # Homeostatic per-feature thresholds (Diehl & Cook 2015, adapted to k-WTA), not in the recipe:
+    # 0 is off. Each feature c of the layer in training has an offset o_c, threshold_c =
+    # threshold * (1 + o_c), applied as the gain 1 / (1 + o_c) on its drive; per batch of n images
+    # o_c += (n / homeostasis_tau) * (C * wins_c / wins - 1), clamped to [-homeostasis_max,
+    # homeostasis_max]: a time constant in images, whatever the batch size. Frozen once the
+    # layer's training ends.
+    homeostasis_tau: float = 0.0
     homeostasis_max: float = 0.5
+    # conv read-out for RSA: potential (membrane potential at the end of the presentation, before
+    # threshold and pool: defined where a layer fires everywhere or nowhere, e.g. conv2/conv3 at
+    # their initial weights, where every unit with 2 input spikes fires at once and a spike
+    # read-out is constant, i.e. NaN rho) | count (time-averaged spikes of the block output:
+    # fired or not) | latency ((T - t)/T of each unit's first spike, 0 when silent)
+    feature_code: str = choice("potential", "potential", "count", "latency")
 
 
 @dataclass
@@ -152,10 +176,10 @@ class STDPTraceConfig(RuleConfig):
     algorithm: str = choice("multiplicative_pow", "additive", "additive_step",
                             "multiplicative_pow", "multiplicative_relu")
     mu: float = 1.0  # weight-dependence exponent of multiplicative_pow
-    eta_plus: float = 1e-3
-    eta_minus: float = 1e-3
-    a_pre: float = 1.0
-    a_post: float = 1.0
+    eta_plus: float = 1.0  # per pre/post pair (updates are divided by batch x output positions)
+    eta_minus: float = 1.0
+    a_pre: float = 1.0  # > a_post: coincident pre/post spikes potentiate (equal: they cancel)
+    a_post: float = 0.5
     tau_pre_inv: float = 0.2  # inverse trace time constants, per step (dt = 1)
     tau_post_inv: float = 0.2
     w_min: float = 0.0

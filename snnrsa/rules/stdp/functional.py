@@ -110,9 +110,9 @@ def adaptive_threshold(peak: torch.Tensor, quantile: float, default: float) -> f
     return float(torch.tensor(value * (1.0 - THRESHOLD_MARGIN), dtype=torch.float32))
 
 
-def pool_times(t_first: torch.Tensor, kernel: int = 2) -> torch.Tensor:
-    """Earliest spike time in each pooling window."""
-    return (-F.max_pool2d(-t_first.float(), kernel)).long()
+def pool_times(t_first: torch.Tensor, kernel: int = 2, padding: int = 0) -> torch.Tensor:
+    """Earliest spike time in each stride-``kernel`` pooling window (padded cells never spike)."""
+    return (-F.max_pool2d(-t_first.float(), kernel, padding=padding)).long()
 
 
 def latency_times(x: torch.Tensor, threshold: float, time_steps: int) -> torch.Tensor:
@@ -184,84 +184,18 @@ def _gather_winners(found: list[tuple[torch.Tensor, ...]], dev: torch.device) ->
 def _k_winners_exclusive(
     t_first: torch.Tensor, v_first: torch.Tensor, time_steps: int, k: int, radius: int
 ) -> Winners:
-    """``k_winners`` when at most one feature fires per position."""
+    """``k_winners`` when at most one feature fires per position: the search runs on the
+    per-position survivors ``[B, H*W]``."""
+    b, c, h, w = t_first.shape
+    hw, dev = h * w, t_first.device
     fired = t_first < time_steps
     small = torch.uint8 if time_steps < 255 else torch.int32
-    time = t_first.to(small).amin(1).long()  # the survivor's time (T: none)
-    potential = v_first.masked_fill(~fired, 0.0).sum(1)  # its potential (one term)
-    chans = torch.arange(t_first.shape[1], device=t_first.device, dtype=torch.int32)
-    feature = torch.where(fired, chans.view(1, -1, 1, 1), t_first.shape[1]).amin(1).long()
-    feature = feature.masked_fill_(feature >= t_first.shape[1], 0)
-    return survivor_winners(Survivors(time, feature, potential, t_first.shape[1]), time_steps, k, radius)
-
-
-def stdp_counts(
-    t_pre: torch.Tensor, win: Winners, n_features: int, kernel: int, time_steps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per feature and weight: how many winning events had that input spike no later than the
-    winner (LTP), and how many events each feature had. ``t_pre`` holds input first-spike times
-    ``[B, C_in, H, W]`` (T: none)."""
-    pad = kernel // 2
-    padded = F.pad(t_pre.float(), (pad,) * 4, value=float(time_steps))
-    offs = torch.arange(kernel, device=padded.device)
-    chans = torch.arange(padded.shape[1], device=padded.device)
-    patches = padded[
-        win.image.view(-1, 1, 1, 1),
-        chans.view(1, -1, 1, 1),
-        (win.y.view(-1, 1) + offs).view(-1, 1, kernel, 1),
-        (win.x.view(-1, 1) + offs).view(-1, 1, 1, kernel),
-    ].flatten(1)
-    ltp = (patches <= win.time.float().unsqueeze(1)).float()
-    n_ltp = torch.zeros(n_features, patches.shape[1], device=padded.device).index_add_(0, win.feature, ltp)
-    events = torch.bincount(win.feature, minlength=n_features).float()
-    return n_ltp, events
-
-
-def soft_bound_update(
-    w: torch.Tensor,
-    n_ltp: torch.Tensor,
-    events: torch.Tensor,
-    a_plus: float,
-    a_minus: float,
-    reduce: str,
-) -> torch.Tensor:
-    """Δw = w(1-w)·(a⁺·#LTP − a⁻·#LTD), summed over events or averaged per feature."""
-    drive = a_plus * n_ltp - a_minus * (events.unsqueeze(1) - n_ltp)
-    if reduce == "mean":
-        drive = drive / events.clamp(min=1).unsqueeze(1)
-    return w * (1 - w) * drive.view_as(w).to(w.dtype)
-
-
-def learning_rates(cfg: STDPConfig, images_seen: int) -> tuple[float, float]:
-    """a⁺ and a⁻ after ``images_seen`` images of the current layer (the doubling ramp)."""
-    a_plus = min(cfg.a_plus * cfg.ramp_factor ** (images_seen // cfg.ramp_every), cfg.a_plus_max)
-    return a_plus, a_plus * cfg.a_minus / cfg.a_plus
-
-
-@dataclass
-class Survivors:
-    """Per position ``[B, H, W]``, the one unit left after pointwise inhibition: its spike time
-    (T: none fired there), feature and potential at that time (0 where none fired)."""
-
-    time: torch.Tensor
-    feature: torch.Tensor
-    potential: torch.Tensor
-    n_features: int
-
-    def dense(self, time_steps: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
-        """First-spike times ``[B, C, H, W]`` (T: none), as ``FirstSpikeNeuron.fire`` gives them."""
-        b, h, w = self.time.shape
-        t = torch.full((b, h, w, self.n_features), time_steps, dtype=dtype, device=self.time.device)
-        t.scatter_(3, self.feature.unsqueeze(3), self.time.unsqueeze(3).to(dtype))
-        return t.permute(0, 3, 1, 2)
-
-
-def survivor_winners(s: Survivors, time_steps: int, k: int, radius: int) -> Winners:
-    """``k_winners`` on the per-position survivors of pointwise inhibition ``[B, H*W]``."""
-    b, h, w = s.time.shape
-    hw, dev = h * w, s.time.device
-    t_pos, feat = s.time.reshape(b, hw), s.feature.reshape(b, hw)
-    key = order_key(t_pos, s.potential.reshape(b, hw), time_steps)
+    t_pos = t_first.to(small).amin(1).long().reshape(b, hw)  # the survivor's time (T: none)
+    potential = v_first.masked_fill(~fired, 0.0).sum(1).reshape(b, hw)  # its potential (one term)
+    chans = torch.arange(c, device=dev, dtype=torch.int32)
+    feat = torch.where(fired, chans.view(1, -1, 1, 1), c).amin(1).long()
+    feat = feat.masked_fill_(feat >= c, 0).reshape(b, hw)
+    key = order_key(t_pos, potential, time_steps)
     flat = feat * hw + torch.arange(hw, device=dev)  # the flat index over [C, H, W]: ties
     offs = torch.arange(-radius, radius + 1, device=dev)
     rows = torch.arange(b, device=dev)
@@ -282,3 +216,71 @@ def survivor_winners(s: Survivors, time_steps: int, k: int, radius: int) -> Winn
         key.view(b, h, w)[r.view(-1, 1, 1), ny.view(len(r), -1, 1), nx.view(len(r), 1, -1)] = math.inf
         found.append((r, f, yy, xx, t_pos[r, at]))
     return _gather_winners(found, dev)
+
+
+def stdp_drive(
+    t_pre: torch.Tensor,
+    win: Winners,
+    n_features: int,
+    kernel: int,
+    padding: int,
+    time_steps: int,
+    a_plus: torch.Tensor,
+    a_minus: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per feature and weight, the summed STDP drive Σ ±a over the winning events: +a⁺ of the
+    event's image where the input spiked no later than the winner (SpykeTorch's pre ≤ post
+    pairing), −a⁻ elsewhere (inputs that never spiked included); and the events per feature.
+    ``t_pre``: input first-spike times ``[B, C_in, H, W]`` (T: none); ``a_plus``/``a_minus``: per
+    image of the batch (the ramp moves within a batch as it would image by image)."""
+    padded = F.pad(t_pre.float(), (padding,) * 4, value=float(time_steps))
+    offs = torch.arange(kernel, device=padded.device)
+    chans = torch.arange(padded.shape[1], device=padded.device)
+    patches = padded[
+        win.image.view(-1, 1, 1, 1),
+        chans.view(1, -1, 1, 1),
+        (win.y.view(-1, 1) + offs).view(-1, 1, kernel, 1),
+        (win.x.view(-1, 1) + offs).view(-1, 1, 1, kernel),
+    ].flatten(1)
+    ltp = patches <= win.time.float().unsqueeze(1)
+    ap, am = a_plus[win.image].unsqueeze(1), a_minus[win.image].unsqueeze(1)
+    drive = torch.where(ltp, ap, -am)
+    total = torch.zeros(n_features, patches.shape[1], device=padded.device, dtype=drive.dtype)
+    total.index_add_(0, win.feature, drive)
+    events = torch.bincount(win.feature, minlength=n_features).float()
+    return total, events
+
+
+LOGIT_EPS = 1e-6  # weights are held in [eps, 1 - eps] before the logit (float32: finite logits)
+
+
+def soft_bound_step(w: torch.Tensor, drive: torch.Tensor, mode: str) -> torch.Tensor:
+    """New weights after the summed drive ``[C, K]`` of a batch's events.
+
+    logit: the soft-bounded rule dw = a·w(1−w) per event integrated exactly, logit(w) += Σ ±a:
+    the same result whatever the order and grouping of the events, so a batch's summed drive is
+    applying its events one at a time (at the batch's winners); equal to the recipe's step
+    w += a·w(1−w) to first order in a. linear: w += w(1−w)·Σ ±a at the batch's weights, clamped
+    to [0, 1] (the recipe's per-image step, applied once per batch)."""
+    d = drive.view_as(w).to(w.dtype)
+    if mode == "logit":
+        return torch.sigmoid(torch.logit(w.clamp(LOGIT_EPS, 1 - LOGIT_EPS)) + d)
+    return (w + w * (1 - w) * d).clamp(0, 1)
+
+
+def learning_rates(cfg: STDPConfig, images_seen: int, layer: int = 0) -> tuple[float, float]:
+    """a⁺ and a⁻ after ``images_seen`` images of ``layer``: the doubling ramp on the layers in
+    ``ramp_layers`` (the recipe: conv1 only), the base rates elsewhere."""
+    if layer not in cfg.ramp_layers:
+        return cfg.a_plus, cfg.a_minus
+    doublings = min(images_seen // cfg.ramp_every, 64)  # past the cap long before; no float overflow
+    a_plus = min(cfg.a_plus * cfg.ramp_factor**doublings, cfg.a_plus_max)
+    return a_plus, a_plus * cfg.a_minus / cfg.a_plus
+
+
+def batch_rates(cfg: STDPConfig, images_seen: int, n: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``learning_rates`` of each image of a batch of ``n`` that starts at ``images_seen``."""
+    rates = [learning_rates(cfg, images_seen + i, layer) for i in range(n)]
+    return torch.tensor([r[0] for r in rates]), torch.tensor([r[1] for r in rates])
+
+

@@ -3,6 +3,8 @@ neuron, the earliest-spike pool and the on/off difference-of-Gaussians encoder."
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,8 +75,10 @@ class FirstSpikeNeuron(nn.Module):
         self.threshold.fill_(adaptive_threshold(v.amax(0), self.quantile, float(self.threshold)))
         self.calibrated.fill_(True)
 
-    def fire(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """First-spike times (T: none) and potentials there for membrane potentials ``v``."""
+    def fire(self, v: torch.Tensor, pointwise: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-spike times (T: none) and potentials there for membrane potentials ``v``;
+        ``pointwise`` (default: the neuron's setting) keeps only the earliest feature per position."""
+        pointwise = self.pointwise if pointwise is None else pointwise
         v = self.scaled(v)
         self.calibrate(v)
         t_steps = len(v)
@@ -87,7 +91,7 @@ class FirstSpikeNeuron(nn.Module):
             t_first = first_spike_times(above)
         v_first = v.gather(0, t_first.clamp(max=t_steps - 1).long().unsqueeze(0)).squeeze(0)
         silent = t_first >= t_steps
-        if self.pointwise:
+        if pointwise:
             silent = silent.logical_or_(~pointwise_mask(t_first, v_first, t_steps))
         return t_first.long().masked_fill_(silent, t_steps), v_first.masked_fill_(silent, 0.0)
 
@@ -113,18 +117,23 @@ class FirstSpikeNeuron(nn.Module):
 
 
 class FirstSpikePool(nn.Module):
-    """2x2 max-pool of spike trains that keeps each pooled unit's earliest spike only.
+    """2x2 stride-2 max-pool of spike trains that keeps each pooled unit's earliest spike only
+    (``padding``: SpykeTorch's pooling padding; padded cells never spike).
 
     It is applied to ``[T*B, C, H, W]`` frames (the backbone folds time), so it knows T.
     """
 
-    def __init__(self, time_steps: int, kernel: int = 2) -> None:
+    def __init__(self, time_steps: int, kernel: int = 2, padding: int = 0) -> None:
         super().__init__()
-        self.time_steps, self.kernel = time_steps, kernel
+        self.time_steps, self.kernel, self.padding = time_steps, kernel, padding
+
+    def times(self, t_first: torch.Tensor) -> torch.Tensor:
+        """Pooled first-spike times of ``[B, C, H, W]`` times."""
+        return pool_times(t_first, self.kernel, self.padding)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         seq = frames.unflatten(0, (self.time_steps, -1))
-        pooled = pool_times(first_spike_times(seq), self.kernel)
+        pooled = self.times(first_spike_times(seq))
         return spike_train(pooled, self.time_steps, frames.dtype).flatten(0, 1)
 
 
@@ -159,9 +168,78 @@ class DoGEncoder(nn.Module):
         return self.code(self.on_off(images))
 
 
+def recipe_dog_kernels(sigmas: list[float], size: int) -> torch.Tensor:
+    """SpykeTorch's ``DoGKernel(size, s1, s2)`` and ``DoGKernel(size, s2, s1)`` (on- and
+    off-centre), each mean-removed and divided by its maximum: ``[2, 1, size, size]``."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    d2 = r.view(-1, 1) ** 2 + r.view(1, -1) ** 2
+
+    def dog(s1: float, s2: float) -> torch.Tensor:
+        k = (torch.exp(-d2 / (2 * s1**2)) / s1**2 - torch.exp(-d2 / (2 * s2**2)) / s2**2) / (2 * math.pi)
+        k = k - k.mean()
+        return k / k.max()
+
+    s1, s2 = sigmas
+    return torch.stack([dog(s1, s2), dog(s2, s1)]).float().unsqueeze(1)
+
+
+def rank_order_times(x: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """SpykeTorch's ``Intensity2Latency``: per image, the non-zero values of ``x`` ``[B, C, H, W]``
+    sorted in decreasing order and cut into ``time_steps`` bins of nnz // T values each; bin i
+    spikes at step i, the remainder (the weakest nnz mod T values) and zeros never (time T).
+    Fewer non-zero values than bins: one value per bin. Ties keep the flat order (stable sort)."""
+    b = x.shape[0]
+    flat = x.reshape(b, -1)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    nnz = (flat > 0).sum(1, keepdim=True)
+    bin_size = (nnz // time_steps).clamp(min=1)
+    rank = torch.arange(flat.shape[1], device=x.device).unsqueeze(0)
+    t_sorted = (rank // bin_size).masked_fill_((rank >= nnz) | (rank // bin_size >= time_steps), time_steps)
+    times = torch.empty_like(t_sorted).scatter_(1, order, t_sorted)
+    return times.view_as(x)
+
+
+class RankOrderEncoder(nn.Module):
+    """The recipe's front end (Kheradpisheh et al. 2018 in SpykeTorch): grey image on a 0-255
+    scale -> on- and off-centre DoG kernels -> responses below ``threshold`` dropped -> local
+    normalisation (divided by the mean over a (2r+1)^2 window) -> rank-order spike times over
+    ``time_steps`` bins. ``forward`` gives one-spike trains ``[T, B, 2, H, W]``."""
+
+    static = False
+
+    def __init__(self, time_steps: int, sigmas: list[float], size: int, threshold: float,
+                 padding: str, radius: int) -> None:
+        super().__init__()
+        self.time_steps, self.threshold, self.padding, self.radius = time_steps, threshold, padding, radius
+        self.register_buffer("kernel", recipe_dog_kernels(sigmas, size))
+
+    def intensities(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised DoG maps ``[B, 2, H, W]`` that the rank-order code sorts."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
+        grey = images.clamp(0, 1).mean(1, keepdim=True) * 255.0
+        pad = self.kernel.shape[-1] // 2
+        mode = "constant" if self.padding == "zero" else "replicate"
+        d = F.conv2d(F.pad(grey, (pad,) * 4, mode=mode), self.kernel)
+        d = torch.where(d < self.threshold, torch.zeros((), device=d.device), d)
+        if self.radius > 0:
+            n = 2 * self.radius + 1
+            mean = F.avg_pool2d(d, n, stride=1, padding=self.radius, count_include_pad=True)
+            d = d / (mean + 1e-12)
+        return d
+
+    def times(self, images: torch.Tensor) -> torch.Tensor:
+        return rank_order_times(self.intensities(images), self.time_steps)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return spike_train(self.times(images), self.time_steps, images.dtype)
+
+
 def encode_times(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
-    """Input first-spike times for a latency code (with or without the DoG front end); None for
-    codes that may spike more than once (Poisson)."""
+    """Input first-spike times for a rank-order or latency code (with or without the DoG front
+    end); None for codes that may spike more than once (Poisson)."""
+    if isinstance(encoder, RankOrderEncoder):
+        return encoder.times(images)
     code = encoder.code if isinstance(encoder, DoGEncoder) else encoder
     cfg = getattr(code, "cfg", None)
     if getattr(cfg, "name", None) != "latency":

@@ -12,40 +12,38 @@ from torch import nn
 
 from snnrsa.model.backbone import fold_time
 from snnrsa.model.network import Network
-from snnrsa.rules.base import Rule
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
-from snnrsa.rules.stdp.fast import (
-    LayerIO,
-    fast_path_ok,
-    gained_weight,
-    pointwise_first_spikes,
-    survivor_pool,
-)
+from snnrsa.rules.stdp.fast import LayerIO, fast_path_ok, gained_weight, if_first_spikes
 from snnrsa.rules.stdp.functional import (
+    batch_rates,
     convergence,
     cumulative_frames,
     first_spike_times,
     k_winners,
     leaky_cumsum,
-    learning_rates,
     per_layer,
+    pointwise_mask,
     pool_times,
-    soft_bound_update,
+    soft_bound_step,
     spike_train,
-    stdp_counts,
-    survivor_winners,
+    stdp_drive,
 )
+from snnrsa.rules.stdp.layerwise import LayerwiseSTDP
 from snnrsa.rules.stdp.modules import (
     DoGEncoder,
     FirstSpikeNeuron,
     FirstSpikePool,
+    RankOrderEncoder,
     encode_times,
 )
 from snnrsa.schema import ConfigError
 
 
 def require_spike_input(cfg: Any) -> None:
-    """STDP rules learn from spike timing: latency or Poisson input over >= 2 steps."""
+    """STDP rules learn from spike timing: latency or Poisson input over >= 2 steps (unless the
+    rule brings its own rank-order code)."""
+    if getattr(cfg.rule, "coding", "encoding") == "rank_order":
+        return
     enc, steps = cfg.encoding.name, cfg.neuron.time_steps
     if enc not in ("latency", "poisson") or steps < 2:
         raise ConfigError(
@@ -54,88 +52,137 @@ def require_spike_input(cfg: Any) -> None:
         )
 
 
-class STDP(Rule):
+def _int(x: Any) -> int:
+    return int(x[0] if isinstance(x, tuple) else x)
+
+
+def strict_threshold(value: float) -> float:
+    """The float32 just above ``value``: ``v >= it`` is SpykeTorch's ``v > value``."""
+    t = torch.tensor(float(value), dtype=torch.float32)
+    return float(torch.nextafter(t, torch.tensor(math.inf)))
+
+
+class STDP(LayerwiseSTDP):
     """Greedy layer-wise, batched, competitive conv STDP; it has no class read-out of its own."""
+
+    spiking = True
 
     @classmethod
     def check(cls, cfg: Any) -> None:
-        """Spike input (latency or Poisson, >= 2 steps) and a consistent competition setting."""
+        """Spike input (own rank-order code, or latency/Poisson) and consistent settings."""
         rule = cfg.rule
         require_spike_input(cfg)
+        if rule.coding == "rank_order" and rule.time_steps < 2:
+            raise ConfigError(f"rule.time_steps={rule.time_steps} must be >= 2")
         if any(not 0 < q < 1 for q in rule.threshold_quantiles):
             raise ConfigError(f"rule.threshold_quantiles={rule.threshold_quantiles} must lie in (0, 1)")
-        if rule.pointwise_inhibition and not rule.one_spike:
-            raise ConfigError("rule.pointwise_inhibition=true needs rule.one_spike=true")
+        if rule.pointwise_inhibition != "off" and not rule.one_spike:
+            raise ConfigError(
+                f"rule.pointwise_inhibition={rule.pointwise_inhibition} needs rule.one_spike=true"
+            )
         if not 0 < rule.beta <= 1:
             raise ConfigError(f"rule.beta={rule.beta} must lie in (0, 1]")
-        if not (math.isfinite(rule.homeostasis_rate) and rule.homeostasis_rate >= 0):
-            raise ConfigError(f"rule.homeostasis_rate={rule.homeostasis_rate} must be >= 0 (0: off)")
+        if not (math.isfinite(rule.homeostasis_tau) and rule.homeostasis_tau >= 0):
+            raise ConfigError(f"rule.homeostasis_tau={rule.homeostasis_tau} must be >= 0 images (0: off)")
         if not 0 < rule.homeostasis_max < 1:
             raise ConfigError(
                 f"rule.homeostasis_max={rule.homeostasis_max} must lie in (0, 1) (the threshold stays > 0)"
             )
+        if any(n <= 0 for n in rule.layer_images):
+            raise ConfigError(f"rule.layer_images={rule.layer_images} must be > 0 images per layer")
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        enc = net.encoder
-        self.time_steps = enc.time_steps
-        if cfg.dog:
-            net.encoder = DoGEncoder(enc, cfg.dog_sigmas, cfg.dog_size)
+        if cfg.coding == "rank_order":
+            net.encoder = RankOrderEncoder(cfg.time_steps, cfg.dog_sigmas, cfg.dog_size,
+                                           cfg.dog_threshold, cfg.dog_padding, cfg.normalization_radius)
+            dog = True
+        else:
+            if cfg.dog:
+                net.encoder = DoGEncoder(net.encoder, cfg.dog_sigmas, cfg.dog_size)
+            dog = cfg.dog
+        self.time_steps = net.encoder.time_steps
         blocks = net.backbone.blocks
         device = blocks[0].conv.weight.device
         adaptive = cfg.threshold_mode == "adaptive"
         for i, block in enumerate(blocks):
             conv = block.conv
-            if i == 0 and cfg.dog:
+            if i == 0 and dog:
                 conv = nn.Conv2d(2, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
             with torch.no_grad():
                 conv.weight.normal_(cfg.init_mean, cfg.init_std).clamp_(0, 1)
             conv.weight.requires_grad_(False)
             block.conv = conv.to(device)
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            th = per_layer(cfg.thresholds, i) * (fan_in if cfg.threshold_unit == "fan_in" else 1.0)
             block.bn = nn.Identity()
             block.neuron = FirstSpikeNeuron(
-                per_layer(cfg.thresholds, i) * fan_in,
+                strict_threshold(th),
                 cfg.beta,
                 cfg.one_spike,
-                cfg.pointwise_inhibition,
+                cfg.pointwise_inhibition == "always",
                 per_layer(cfg.threshold_quantiles, i) if adaptive else None,
-                conv.out_channels if cfg.homeostasis_rate > 0 else None,
+                conv.out_channels if cfg.homeostasis_tau > 0 else None,
             ).to(device)
             if cfg.one_spike:
-                block.pool = FirstSpikePool(self.time_steps)
-        self.n_layers = len(blocks)
-        self.layer = 0
-        self.seen = [0] * self.n_layers
+                block.pool = FirstSpikePool(self.time_steps, 2, _int(block.pool.padding))
         self.wins = [torch.zeros(b.conv.out_channels, dtype=torch.long) for b in blocks]
-        self.images = 0
-        self.rows: list[dict[str, Any]] = []
         self._last_images: torch.Tensor | None = None
         self._last_weights: list[torch.Tensor] | None = None
         self._last_wins: list[torch.Tensor] = [w.clone() for w in self.wins]
         self.fast_path = True  # False: every layer runs the conv over all T frames (for checks)
 
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return [b.conv.weight for b in self.net.backbone.blocks]
+    def conv_features(self, seq: torch.Tensor) -> torch.Tensor:
+        """Spike counts, or with ``feature_code=latency`` (T - t)/T of each unit's first spike."""
+        if self.cfg.feature_code == "latency":
+            t = first_spike_times(seq)
+            return (len(seq) - t).to(seq.dtype) / len(seq)
+        return seq.mean(0)
 
-    @property
-    def done(self) -> bool:
-        return self.layer >= self.n_layers
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """``feature_code=potential``: each conv layer's membrane potential at the end of the
+        presentation (its integrated input, sum of w over the inputs that spiked; before the
+        threshold and the pool), GAP'd or flattened as ``rsa.layer_pooling`` says; FC layers as
+        their input current. Spike read-outs (count, latency): ``LayerwiseSTDP.features``."""
+        if self.cfg.feature_code != "potential":
+            return super().features(images, layers)
+        feats = super().features(images, [n for n in layers if not n.startswith("conv")])
+        blocks, steps = self.net.backbone.blocks, self.time_steps
+        convs = [int(n[4:]) - 1 for n in layers if n.startswith("conv")]
+        if convs:
+            for i, io in enumerate(self.all_io(images, max(convs))):
+                if i in convs:
+                    b = blocks[i]
+                    v = torch.nn.functional.conv2d(
+                        (io.t_pre < steps).to(images.dtype), gained_weight(b), padding=b.conv.padding
+                    )
+                    gap = self.net.layer_pooling == "gap"
+                    feats[f"conv{i + 1}"] = v.mean((2, 3)) if gap else v.flatten(1)
+        return feats
+
+    def pointwise_at(self, layer: int, learning: int | None) -> bool:
+        """Whether pointwise inhibition acts on ``layer``'s output (``learning``: the layer in
+        training, None at evaluation)."""
+        mode = self.cfg.pointwise_inhibition
+        return mode == "always" or (mode == "learning" and layer == learning)
 
     @torch.no_grad()
     def layer_io(self, images: torch.Tensor, layer: int) -> LayerIO:
-        """Input and output first-spike times of conv block ``layer`` for a batch. Between
-        layers only the times ``[B, C, H, W]`` travel; each conv runs once on the cumulative
-        (leaky) input frames, which gives the membrane potential directly."""
-        return self.all_io(images, layer)[layer]
+        """Input and output first-spike times of conv block ``layer`` as it learns."""
+        return self.all_io(images, layer, learning=layer)[layer]
 
     @torch.no_grad()
-    def all_io(self, images: torch.Tensor, last: int | None = None) -> list[LayerIO]:
-        """``LayerIO`` of conv blocks 0..``last`` (default: all).
+    def all_io(
+        self, images: torch.Tensor, last: int | None = None, learning: int | None = None
+    ) -> list[LayerIO]:
+        """``LayerIO`` of conv blocks 0..``last`` (default: all), as the network runs while
+        ``learning`` trains (the recipe: pointwise inhibition on that layer's output and on its
+        pooled input) or at evaluation (None). The fast path gives potentials for the learning
+        layer only (zeros elsewhere).
 
-        Calibrated one-spike IF layers with pointwise inhibition take ``pointwise_first_spikes``
-        (no time-expanded tensors); the rest run the conv on all T cumulative frames."""
+        One-spike IF layers take ``if_first_spikes`` (no time-expanded tensors); the rest run the
+        conv on all T cumulative frames."""
         blocks = self.net.backbone.blocks
         last = len(blocks) - 1 if last is None else last
         steps, beta = self.time_steps, self.cfg.beta
@@ -146,36 +193,41 @@ class STDP(Rule):
             t_in, cum = first_spike_times(x), leaky_cumsum(x, beta)
         out: list[LayerIO] = []
         for i, block in enumerate(blocks[: last + 1]):
-            neuron = block.neuron
+            neuron, pointwise = block.neuron, self.pointwise_at(i, learning)
             if self.fast_path and fast_path_ok(block, beta):
-                surv = pointwise_first_spikes(
-                    t_in.permute(0, 2, 3, 1), gained_weight(block), neuron.threshold, steps
+                t_out, v_out = if_first_spikes(
+                    t_in, gained_weight(block), block.conv.padding[0], neuron.threshold, steps,
+                    pointwise, potentials=i == learning,  # only the learning layer's k-WTA needs them
                 )
-                out.append(LayerIO(t_in.long(), survivors=surv, time_steps=steps))
-                if i < last:  # [B, C, H, W] view of channels-last times
-                    t_in = survivor_pool(surv, steps, block.pool.kernel).permute(0, 3, 1, 2)
-                    cum = None
-                continue
-            if cum is None:
-                cum = (
-                    cumulative_frames(t_in, steps, beta, images.dtype)
-                    if beta == 1.0
-                    else leaky_cumsum(spike_train(t_in.long(), steps, images.dtype), beta)
-                )
-            if neuron.one_spike:
-                t_out, v_out = neuron.fire(fold_time(block.conv, cum))
             else:
-                current = fold_time(block.conv, x)
-                if not bool(neuron.calibrated):
-                    neuron.calibrate(leaky_cumsum(current, beta))
-                spikes, pots = neuron.run_reset(current)
-                t_out = first_spike_times(spikes)
-                v_out = pots.gather(0, t_out.clamp(max=steps - 1).unsqueeze(0)).squeeze(0)
-                v_out = v_out.masked_fill(t_out >= steps, 0.0)
-            out.append(LayerIO(t_in.long(), t_out, v_out, time_steps=steps))
+                if cum is None:
+                    cum = (
+                        cumulative_frames(t_in, steps, beta, images.dtype)
+                        if beta == 1.0
+                        else leaky_cumsum(spike_train(t_in.long(), steps, images.dtype), beta)
+                    )
+                if neuron.one_spike:
+                    t_out, v_out = neuron.fire(fold_time(block.conv, cum), pointwise)
+                else:
+                    current = fold_time(block.conv, x)
+                    if not bool(neuron.calibrated):
+                        neuron.calibrate(leaky_cumsum(current, beta))
+                    spikes, pots = neuron.run_reset(current)
+                    t_out = first_spike_times(spikes)
+                    v_out = pots.gather(0, t_out.clamp(max=steps - 1).unsqueeze(0)).squeeze(0)
+                    v_out = v_out.masked_fill(t_out >= steps, 0.0)
+            out.append(LayerIO(t_in.long(), t_out, v_out, steps))
             if i < last:
                 if neuron.one_spike:
-                    t_in, cum = pool_times(t_out), None
+                    pool = block.pool
+                    t_in = pool.times(t_out) if isinstance(pool, FirstSpikePool) else pool_times(t_out)
+                    below = learning is not None and i == learning - 1
+                    if below and self.cfg.pointwise_inhibition == "learning":
+                        # the recipe inhibits the pooled input of the layer in training (earliest
+                        # feature per position, the lowest index on ties)
+                        keep = pointwise_mask(t_in, torch.zeros_like(t_in, dtype=images.dtype), steps)
+                        t_in = t_in.masked_fill(~keep, steps)
+                    cum = None
                 else:
                     x = fold_time(block.pool, spikes)
                     t_in, cum = first_spike_times(x), leaky_cumsum(x, beta)
@@ -187,7 +239,7 @@ class STDP(Rule):
         when a layer's training starts, since its input has changed with the layers below."""
         for b in self.net.backbone.blocks[layer:]:
             b.neuron.recalibrate()
-        self.all_io(images)
+        self.all_io(images, learning=layer)
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, layer: int) -> dict[str, Any]:
@@ -195,34 +247,32 @@ class STDP(Rule):
         cfg, block = self.cfg, self.net.backbone.blocks[layer]
         io = self.layer_io(images, layer)
         k, radius = per_layer(cfg.k_winners, layer), per_layer(cfg.inhibition_radius, layer)
-        if io.survivors is not None:
-            win = survivor_winners(io.survivors, self.time_steps, k, radius)
-        else:
-            win = k_winners(
-                io.t_post, io.v_post, self.time_steps, k, radius, exclusive=block.neuron.pointwise
-            )
+        win = k_winners(io.t_post, io.v_post, self.time_steps, k, radius,
+                        exclusive=self.pointwise_at(layer, layer))
         w = block.conv.weight
-        n_ltp, events = stdp_counts(io.t_pre, win, w.shape[0], w.shape[-1], self.time_steps)
-        a_plus, a_minus = learning_rates(cfg, self.seen[layer])
-        w.add_(soft_bound_update(w, n_ltp, events, a_plus, a_minus, cfg.reduce)).clamp_(0, 1)
+        a_plus, a_minus = batch_rates(cfg, self.seen[layer], len(images), layer)
+        drive, events = stdp_drive(io.t_pre, win, w.shape[0], w.shape[-1], block.conv.padding[0],
+                                   self.time_steps, a_plus.to(w.device), a_minus.to(w.device))
+        w.copy_(soft_bound_step(w, drive, cfg.batch_update))
         self.wins[layer] += events.long().cpu()
-        self.homeostasis(block.neuron, events)
-        return {"io": io, "events": events, "a_plus": a_plus}
+        self.homeostasis(block.neuron, events, len(images))
+        return {"io": io, "events": events, "a_plus": float(a_plus[-1])}
 
     @torch.no_grad()
-    def homeostasis(self, neuron: FirstSpikeNeuron, events: torch.Tensor) -> None:
-        """Move the training layer's threshold offsets toward equal win shares (see STDPConfig)."""
-        rate, total = self.cfg.homeostasis_rate, float(events.sum())
-        if neuron.offset is None or rate <= 0 or total <= 0:
+    def homeostasis(self, neuron: FirstSpikeNeuron, events: torch.Tensor, n_images: int) -> None:
+        """Move the training layer's threshold offsets toward equal win shares, at a rate of
+        1 / homeostasis_tau per image (see STDPConfig)."""
+        tau, total = self.cfg.homeostasis_tau, float(events.sum())
+        if neuron.offset is None or tau <= 0 or total <= 0:
             return
         share = events.to(neuron.offset) * (len(events) / total)
         lim = self.cfg.homeostasis_max
-        neuron.offset.add_(rate * (share - 1.0)).clamp_(-lim, lim)
+        neuron.offset.add_(min(n_images / tau, 1.0) * (share - 1.0)).clamp_(-lim, lim)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         self._last_images = images[:64].detach()
         if self.done:
-            return 0.0, 0
+            return math.nan, 0
         layer = self.layer
         if self.seen[layer] == 0 and self.cfg.threshold_mode == "adaptive":
             self.calibrate_from(images, layer)
@@ -246,12 +296,7 @@ class STDP(Rule):
         )
         if self.seen[layer] >= per_layer(self.cfg.layer_images, layer) or (c < self.cfg.convergence_stop):
             self.layer += 1
-        return 0.0, 0
-
-    def log_rows(self) -> list[dict[str, Any]]:
-        """Per batch: images seen, layer in training, learning rate, convergence C, threshold,
-        firing rate (share of units that spike), WTA winners and the share of silent features."""
-        return self.rows
+        return math.nan, 0
 
     @torch.no_grad()
     def dynamics(self, bins: int = 20) -> dict[str, np.ndarray]:

@@ -21,9 +21,9 @@ def test_causal_pairs_potentiate_and_acausal_depress() -> None:
     """Three inputs onto one LIF neuron (1x1 conv): input 0 spikes at t=0, input 1 at t=1, the
     neuron crosses threshold at t=1 (0.5 + 0.5 >= 0.8) and resets, input 2 spikes at t=4 (0.5 < 0.8:
     no second spike). Pre-before-post grows, post-before-pre shrinks; the coincident pair cancels
-    with symmetric parameters."""
+    with symmetric parameters (a_pre = a_post)."""
     cfg = typed_cfg([*BASE, "rule.algorithm=additive", "rule.eta_plus=0.01",
-                     "rule.eta_minus=0.01"]).rule
+                     "rule.eta_minus=0.01", "rule.a_post=1.0"]).rule
     z_pre = torch.zeros(6, 1, 3, 1, 1)
     z_pre[0, 0, 0] = z_pre[1, 0, 1] = z_pre[4, 0, 2] = 1.0
     conv = nn.Conv2d(3, 1, 1, bias=False).requires_grad_(False)
@@ -45,6 +45,28 @@ def test_causal_pairs_potentiate_and_acausal_depress() -> None:
                               stdp_parameters(cfg2, 0))
     assert z_post[:, 0, 0, 0, 0].tolist() == [0, 1, 0, 0, 0, 0]
     assert 0 < float(conv.weight.flatten()[0]) - 0.9 < float(dw[0])
+
+
+def test_defaults_potentiate_coincident_pairs_and_normalise_by_pairs() -> None:
+    """At the shipped a_pre > a_post a coincident pre/post pair potentiates; the step is the
+    same for one image as for a batch of four copies on a map four times as large (per pair)."""
+    cfg = typed_cfg(BASE).rule
+    assert cfg.a_pre > cfg.a_post
+
+    def step(batch: int, side: int) -> torch.Tensor:
+        z_pre = torch.zeros(3, batch, 1, side, side)
+        z_pre[1] = 1.0  # every input spikes at t=1, the neuron at t=1 too (coincident)
+        conv = nn.Conv2d(1, 1, 1, bias=False).requires_grad_(False)
+        with torch.no_grad():
+            conv.weight.fill_(0.5)
+        z_post = trace_stdp_layer(z_pre, conv, TraceLIF(0.4, 1.0, "none", None),
+                                  stdp_parameters(cfg, 0))
+        assert z_post[:, :, 0].sum(0).eq(1).all() and z_post[1].eq(1).all()
+        return conv.weight.detach().flatten() - 0.5
+
+    one = step(1, 1)
+    assert float(one) > 1e-4, one
+    torch.testing.assert_close(step(4, 2), one, rtol=1e-5, atol=0)
 
 
 def test_pointwise_competition_lets_one_feature_spike_per_position() -> None:

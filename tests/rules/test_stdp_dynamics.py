@@ -13,8 +13,14 @@ from snnrsa.rules.stdp.functional import THRESHOLD_MARGIN, adaptive_threshold, p
 
 from conftest import typed_cfg
 
-STUDY = [
+STUDY = [  # the study's 3x3 network with the encoding group's latency code and adaptive thresholds
     "rule=stdp",
+    "backbone=study",
+    "rule.coding=encoding",
+    "rule.threshold_mode=adaptive",
+    "rule.thresholds=[0.2]",
+    "rule.threshold_unit=fan_in",
+    "rule.pointwise_inhibition=always",
     "neuron=snntorch_lif",
     "encoding=latency",
     "neuron.time_steps=8",
@@ -107,11 +113,12 @@ def test_dynamics_snapshot() -> None:
     assert float(again["conv1_dw_max_abs"]) == 0 and again["conv1_wins"].sum() == 0
 
 
-def test_network_forward_matches_the_learning_path() -> None:
-    """``net.run`` (spike trains, as RSA and probes see it) and the rule's time-carrying learning
-    path give the same first spikes in every layer."""
+@pytest.mark.parametrize("base", [[*STUDY, "rule.beta=0.9"], ["rule=stdp"]])
+def test_network_forward_matches_the_learning_path(base: list[str]) -> None:
+    """``net.run`` (spike trains, as RSA and probes see it) and the rule's evaluation path give
+    the same first spikes in every layer (leaky study network; the recipe network)."""
     torch.set_num_threads(1)
-    cfg = typed_cfg([*STUDY, "backbone.channels=[4,6,8]", "rule.beta=0.9"])
+    cfg = typed_cfg([*base, "backbone.channels=[4,6,8]"])
     torch.manual_seed(0)
     rule = make_rule(cfg.rule, Network(cfg, 10), 1)
     images = procedural(8, seed=2)
@@ -121,5 +128,6 @@ def test_network_forward_matches_the_learning_path() -> None:
         spikes = outputs[f"conv{i + 1}"]
         assert spikes.sum(0).max() <= 1
         t = torch.where(spikes.sum(0) > 0, spikes.argmax(0), rule.time_steps)
-        assert torch.equal(t, pool_times(io.t_post))  # block outputs are pooled
+        pool = rule.net.backbone.blocks[i].pool
+        assert torch.equal(t, pool_times(io.t_post, 2, pool.padding))  # block outputs are pooled
         assert (io.t_post < rule.time_steps).sum() > 0
