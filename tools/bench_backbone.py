@@ -175,6 +175,7 @@ def spike_check(backend: str, beta: float, T: int, batch: int) -> str:
     cfg = NeuronConfig(name=backend, time_steps=T, beta=beta)
     torch.manual_seed(0)
     net = Backbone(BackboneConfig(), cfg, 10).train()
+    net.channels_last = False  # both on the same NCHW frames: only the neuron models differ
     g = torch.Generator().manual_seed(2)
     imgs = torch.rand(batch, 3, 32, 32, generator=g)
     seq = torch.bernoulli(imgs.unsqueeze(0).expand(T, *imgs.shape), generator=g)
