@@ -73,6 +73,36 @@ def set_mode(net: nn.Module, training: bool, bn_mode: str = "eval") -> None:
     assert_bn_mode(net, "train" if training else bn_mode)
 
 
+def calibrate_batch_norm(net: nn.Module, data: TrainingSet, n_images: int, batch_size: int,
+                         device: torch.device) -> int:
+    """Set every BatchNorm's running statistics to the cumulative average over the first
+    ``n_images`` training images (train-mode forward, no gradient, no augmentation). Weights,
+    the optimiser and every random stream are untouched, so training is the same; only what
+    evaluation sees before BatchNorm has tracked enough batches changes: a spiking network with
+    identity statistics gets currents far from threshold. Returns the images used (0: no
+    BatchNorm)."""
+    bns = [m for m in net.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
+    n = min(n_images, len(data.train_labels))
+    if not bns or n == 0:
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the calibration batches
+    was_training = net.training
+    net.train(True)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        for x, _ in batches(data.train_images[:n], data.train_labels[:n], batch_size,
+                            device=device):
+            net(x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+        m.num_batches_tracked.zero_()
+    net.train(was_training)
+    return n
+
+
 def assert_bn_mode(net: nn.Module, mode: str) -> None:
     wrong = [n for n, m in net.named_modules()
              if isinstance(m, BN_TYPES) and m.training != (mode == "train")]

@@ -58,6 +58,9 @@ def _check_neuron(cfg: Config) -> None:
         raise ConfigError(f"neuron.beta={cfg.neuron.beta} must lie in [0, 1)")
     if cfg.neuron.threshold <= 0:
         raise ConfigError(f"neuron.threshold={cfg.neuron.threshold} must be > 0")
+    if not isinstance(cfg.neuron.bn_calibration, int) or cfg.neuron.bn_calibration < 0:
+        raise ConfigError(f"neuron.bn_calibration={cfg.neuron.bn_calibration!r} must be an integer "
+                          ">= 0 (training images for BatchNorm statistics; 0 = off)")
     if cfg.neuron.bn_alpha is not None and cfg.neuron.bn_alpha <= 0:
         raise ConfigError(f"neuron.bn_alpha={cfg.neuron.bn_alpha} must be > 0, or null for "
                           "plain BatchNorm")

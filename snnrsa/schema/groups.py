@@ -52,6 +52,11 @@ class NeuronConfig:
     # alpha * V_th, and spiking FC layers get a BatchNorm too; None = plain BatchNorm init
     # (weight 1 whatever the threshold) and no FC BatchNorm, the study-faithful network
     bn_alpha: float | None = None
+    # spiking networks with BatchNorm: before the first checkpoint, set every BatchNorm's running
+    # statistics from this many training images (train-mode forward, no gradient, weights and
+    # random streams untouched); without it an untrained network is evaluated with identity
+    # statistics, and sparse input (latency) leaves deeper layers below threshold; 0 = off
+    bn_calibration: int = 512
 
 
 @dataclass

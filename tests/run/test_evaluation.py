@@ -181,3 +181,41 @@ def test_run_noise_ceilings_are_loso_over_the_scored_pairs_and_printed() -> None
     block = text.split("Noise ceiling per ROI")[1].split("\n\n")[0]
     assert f"{lower:.4f}" in block and f"{upper:.4f}" in block
     assert text.index("V1") < text.index("IT")  # hierarchy order, not file order
+
+
+@pytest.mark.parametrize("backend", ["snntorch_lif", "norse_lif"])
+def test_batch_norm_calibration_wakes_deep_spiking_layers_and_leaves_training_alone(
+    backend: str,
+) -> None:
+    """Default LIF network (tdBN), latency input, untrained: with BatchNorm's identity running
+    statistics the deeper layers stay below threshold for every stimulus (their RDMs would be
+    NaN); after calibrating on 512 training images every layer fires for every stimulus, while
+    weights and the global random stream are exactly as before."""
+    from snnrsa.data.training import load_training_data
+    from snnrsa.run.evaluation import calibrate_batch_norm, firing_stats
+
+    cfg = typed_cfg([f"neuron={backend}", "encoding=latency", "data.n_train=512",
+                     "data.n_test=64"])
+    data = load_training_data(cfg.data, run_seed=0)
+    torch.manual_seed(0)
+    net = Network(cfg, len(data.classes))
+    images = data.test_images[:32].float().div(255.0)
+    layers = ["conv1", "conv2", "conv3", "fc1"]
+    set_mode(net, False)
+    before = firing_stats(net, images, layers, 32, torch.device("cpu"))
+    assert before["conv3"]["silent_stimuli"] == 1.0  # the failure the calibration removes
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k
+               and "num_batches" not in k}
+    rng = torch.get_rng_state()
+    used = calibrate_batch_norm(net, data, cfg.neuron.bn_calibration, cfg.data.batch_size,
+                                torch.device("cpu"))
+    assert used == 512
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in net.state_dict().items():
+        if k in weights:
+            assert torch.equal(v, weights[k]), k
+    set_mode(net, False)
+    after = firing_stats(net, images, layers, 32, torch.device("cpu"))
+    for layer in layers:
+        assert after[layer]["silent_stimuli"] == 0.0, (layer, after[layer])
+        assert 0.01 < after[layer]["firing_rate"] < 0.9, (layer, after[layer])
