@@ -125,7 +125,9 @@ def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
     net = Network(cfg, len(data.classes)).to(device)
     rule = make_rule(cfg.rule, net, n_epochs=max(cfg.checkpoints))
     sources = source_checkpoints(cfg.evaluate_from) if cfg.evaluate_from else {}
-    if cfg.neuron.name in SPIKING_NEURONS and cfg.neuron.bn_calibration and not sources:
+    # the backbone's own LIF neurons behind BatchNorm (bp, fa, untrained...; not STDP's neurons)
+    lif = all(getattr(b.neuron, "impl", None) in ("fast", "library") for b in net.backbone.blocks)
+    if cfg.neuron.name in SPIKING_NEURONS and lif and cfg.neuron.bn_calibration and not sources:
         calibrate_batch_norm(net, data, cfg.neuron.bn_calibration, cfg.data.batch_size, device)
     checkpoints = sorted(sources) if sources else list(cfg.checkpoints) if rule.trains else [0]
     ident = {"rule": cfg.rule.name, "neuron": cfg.neuron.name, "encoding": cfg.encoding.name,
