@@ -39,14 +39,6 @@ ROI_SIZES = {
     "rLOC": 2000,
     "IT": 12000,
 }
-ROIS = {
-    "V1": ["V1"],
-    "V2": ["V2"],
-    "V3": ["V3"],
-    "hV4": ["hV4"],
-    "LOC": ["lLOC", "rLOC"],
-    "IT": ["IT"],
-}
 RUNS = [("exemplar01", "all"), ("concept_mean", "session")]
 GB = 1e9
 
@@ -115,7 +107,6 @@ def child(folder: Path, selection: str, zscore: str) -> None:
         fmri_dir=str(folder / "fmri"),
         images_dir=str(folder / "images"),
         subjects=["sub-01"],
-        rois=dict(ROIS),
         selection=selection,
         zscore=zscore,
         cache_dir=str(folder / f"cache_{selection}_{zscore}"),

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from snnrsa.config import ThingsBrainConfig
 from snnrsa.data import synthetic_brain as SB
 from snnrsa.data.things import load_brain_patterns
 from snnrsa.rsa import correlation_rdm, spearman
@@ -23,14 +24,7 @@ SMALL = {
     "image_size": 32,
     "voxels": {"V1": 12, "IT": 8, "unassigned": 5},
 }
-ROIS = {
-    "V1": ["V1"],
-    "V2": ["V2"],
-    "V3": ["V3"],
-    "hV4": ["hV4"],
-    "LOC": ["lLOC", "rLOC"],
-    "IT": ["IT"],
-}
+ROIS = ThingsBrainConfig().rois  # the study's six ROIs, as a THINGS run reads them
 
 
 @pytest.fixture(scope="module")
