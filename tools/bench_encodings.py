@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnrsa.config import Config, resolve  # noqa: E402
 from snnrsa.data.training import TrainingSet, batches, load_training_data  # noqa: E402
-from snnrsa.model.network import Network  # noqa: E402
-from snnrsa.rules import make_rule  # noqa: E402
+from snnrsa.rules import build_network, make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
 from snnrsa.runtime import keep_freed_memory  # noqa: E402
 
@@ -71,7 +70,7 @@ def make_cfg(case: str, args) -> Config:
 def train_case(cfg: Config, data: TrainingSet, epochs: int) -> dict:
     """Held-out accuracy after each epoch and the mean training seconds per epoch."""
     torch.manual_seed(cfg.seed)
-    net = Network(cfg, len(data.classes))
+    net = build_network(cfg, len(data.classes))
     rule = make_rule(cfg.rule, net, epochs)
     gen = torch.Generator().manual_seed(cfg.seed)
     accs, seconds = [], []

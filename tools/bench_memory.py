@@ -35,8 +35,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from snnrsa.config import resolve
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -54,7 +53,7 @@ def build(neuron: str, T: int, chunk: int, batch: int, device: str, encoding: st
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = resolve(compose("config", overrides=overrides))
     torch.manual_seed(0)
-    net = Network(cfg, 10).to(device).train()
+    net = build_network(cfg, 10).to(device).train()
     rule = make_rule(cfg.rule, net, n_epochs=1)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, 32, 32, generator=g).to(device)

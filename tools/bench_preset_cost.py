@@ -36,8 +36,7 @@ from hydra import compose, initialize_config_dir
 
 from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.run.evaluation import accuracy, extract_features, model_rdm, score_checkpoint, set_mode
 from snnrsa.runtime import keep_freed_memory
 
@@ -98,7 +97,7 @@ def measure(study_rule: str, args, brain: FakeBrain, data: TrainingSet, eval_ima
     device = torch.device("cpu")
     n_epochs = max(cfg.checkpoints)
     torch.manual_seed(cfg.seed)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     rule = make_rule(cfg.rule, net, n_epochs=n_epochs)
     per_epoch = N_TRAIN // cfg.data.batch_size if cfg.data.drop_last else -(-N_TRAIN // cfg.data.batch_size)
     train_s = 0.0

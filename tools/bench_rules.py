@@ -24,8 +24,7 @@ from PIL import Image
 
 from snnrsa.config import Config, resolve
 from snnrsa.data.training import TrainingSet, batches, load_training_data
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.base import Rule
 from snnrsa.run.evaluation import set_mode
 from snnrsa.runtime import keep_freed_memory
@@ -71,7 +70,7 @@ def bench(cfg: Config, data: TrainingSet, epochs: int, device: torch.device) -> 
     """Train ``epochs`` epochs; test accuracy, last epoch's training accuracy, seconds per epoch
     (training only)."""
     torch.manual_seed(cfg.seed)
-    net = Network(cfg, len(data.classes)).to(device)
+    net = build_network(cfg, len(data.classes)).to(device)
     rule = make_rule(cfg.rule, net, n_epochs=epochs)
     gen = torch.Generator().manual_seed(cfg.seed)
     seconds, train_acc = [], float("nan")

@@ -25,8 +25,7 @@ from hydra import compose, initialize_config_dir
 
 from snnrsa.config import resolve
 from snnrsa.data.procedural import make_dataset
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.stdp import STDP
 from snnrsa.rules.stdp.functional import learning_rates, per_layer
 from snnrsa.runtime import keep_freed_memory
@@ -39,7 +38,7 @@ def build(overrides: list[str], seed: int) -> STDP:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = resolve(compose("config", overrides=[*BASE, *overrides]))
     torch.manual_seed(seed)
-    return make_rule(cfg.rule, Network(cfg, 10), 1)
+    return make_rule(cfg.rule, build_network(cfg, 10), 1)
 
 
 @torch.no_grad()

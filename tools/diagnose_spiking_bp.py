@@ -45,7 +45,7 @@ from snnrsa.data.training import batches, load_training_data  # noqa: E402
 from snnrsa.model.network import Network  # noqa: E402
 from snnrsa.neurons import RateNeuron  # noqa: E402
 from snnrsa.neurons.functional import surrogate_grad_  # noqa: E402
-from snnrsa.rules import make_rule  # noqa: E402
+from snnrsa.rules import build_network, make_rule  # noqa: E402
 from snnrsa.run.evaluation import accuracy, set_mode  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -194,7 +194,7 @@ def diagnose(args, overrides: list[str]) -> None:
     rate_cfg = make_cfg(EQUAL + ["neuron=rate"])
     data = load_training_data(cfg.data)
     torch.manual_seed(args.seed)
-    net = Network(cfg, len(data.classes))
+    net = build_network(cfg, len(data.classes))
     twin = Network(rate_cfg, len(data.classes))
     rule = make_rule(cfg.rule, net, args.epochs)
     steps = cfg.neuron.time_steps
@@ -237,7 +237,7 @@ def train_accuracy(overrides: list[str], epochs: int, seed: int, batch_size: int
     cfg = make_cfg(overrides)
     data = load_training_data(cfg.data)
     torch.manual_seed(seed)
-    net = Network(cfg, len(data.classes))
+    net = build_network(cfg, len(data.classes))
     if surgery is not None:
         surgery(net)
     rule = make_rule(cfg.rule, net, epochs)

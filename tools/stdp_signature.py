@@ -30,8 +30,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from snnrsa.config import resolve  # noqa: E402
 from snnrsa.data.training import load_training_data  # noqa: E402
 from snnrsa.model.linear_probe import linear_probes  # noqa: E402
-from snnrsa.model.network import Network  # noqa: E402
-from snnrsa.rules import make_rule  # noqa: E402
+from snnrsa.rules import build_network, make_rule  # noqa: E402
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning  # noqa: E402
 from snnrsa.rules.stdp.functional import convergence  # noqa: E402
 
@@ -87,7 +86,7 @@ def run_seed(seed: int, n_images: int, n_probe: int, overrides: list[str], out: 
         )
     data = load_training_data(cfg.data, run_seed=seed)
     torch.manual_seed(seed)
-    rule = make_rule(cfg.rule, Network(cfg, len(data.classes)), 1)
+    rule = make_rule(cfg.rule, build_network(cfg, len(data.classes)), 1)
     probe_args = (
         data.train_images,
         data.train_labels,

@@ -17,6 +17,9 @@ to float rounding (``tests/model/test_memory_option.py``); cost and memory: ``to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -248,11 +251,29 @@ def block_padding(cfg: BackboneConfig, i: int) -> int | None:
     return cfg.padding[min(i, len(cfg.padding) - 1)] if cfg.padding else None
 
 
+@dataclass(frozen=True)
+class BlockSpec:
+    """A rule's own conv-block parts (STDP's first-spike neurons and pools, its DoG input code,
+    the study's ReLU-then-BN), which the network builds in place of the defaults; ``rule`` names
+    the rule it was made for. Each factory gets the block index and the part it replaces (or,
+    for ``bn`` and ``neuron``, the block's conv). The backbone builds them after its own layers,
+    block by block and in the order conv, bn, neuron, pool, so a rule's weight draws follow the
+    backbone's and a seed keeps the weights it has always given."""
+
+    rule: str
+    encoder: Callable[[nn.Module], nn.Module] | None = None
+    conv: Callable[[int, nn.Conv2d], nn.Conv2d] | None = None
+    bn: Callable[[int, nn.Conv2d], nn.Module] | None = None
+    neuron: Callable[[int, nn.Conv2d], nn.Module] | None = None
+    pool: Callable[[int, nn.Module], nn.Module] | None = None
+
+
 class Backbone(nn.Module):
     """Conv blocks, an adaptive pool to ``pool_to`` (for evaluation above the training size),
     fully connected layers and the linear head; returns every layer's output sequence."""
 
-    def __init__(self, cfg: BackboneConfig, neuron: NeuronConfig, n_classes: int):
+    def __init__(self, cfg: BackboneConfig, neuron: NeuronConfig, n_classes: int,
+                 spec: BlockSpec | None = None):
         super().__init__()
         chans = [cfg.in_channels, *cfg.channels]
         # backbone.init=study_fa / study_stdp: the study's draw order from the global generator
@@ -260,13 +281,13 @@ class Backbone(nn.Module):
         self.study_feedback: dict[str, torch.Tensor] = {}
         blocks = []
         for i in range(len(cfg.channels)):
-            spec = (chans[i], chans[i + 1], block_kernel(cfg, i), cfg.batch_norm, neuron,
+            args = (chans[i], chans[i + 1], block_kernel(cfg, i), cfg.batch_norm, neuron,
                     block_padding(cfg, i), cfg.pool_padding)
             if cfg.init == "study_fa":  # FA_CNN draws W itself: no default init draw
                 with torch.random.fork_rng(devices=[]):
-                    block = ConvBlock(*spec)
+                    block = ConvBlock(*args)
             else:
-                block = ConvBlock(*spec)
+                block = ConvBlock(*args)
             if cfg.init in ("study_fa", "study_stdp"):
                 nn.init.kaiming_normal_(block.conv.weight, nonlinearity="relu")
             if cfg.init == "study_fa":  # FA_CNN's B: randn, then redrawn by xavier_normal
@@ -297,6 +318,20 @@ class Backbone(nn.Module):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
+        if spec is not None:
+            self._build_rule_parts(spec)
+
+    def _build_rule_parts(self, spec: BlockSpec) -> None:
+        """Each block's parts from ``spec`` (see ``BlockSpec`` for the order)."""
+        for i, block in enumerate(self.blocks):
+            if spec.conv is not None:
+                block.conv = spec.conv(i, block.conv)
+            if spec.bn is not None:
+                block.bn = spec.bn(i, block.conv)
+            if spec.neuron is not None:
+                block.neuron = spec.neuron(i, block.conv)
+            if spec.pool is not None:
+                block.pool = spec.pool(i, block.pool)
 
     @property
     def fold_bn(self) -> bool:

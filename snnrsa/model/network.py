@@ -5,19 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnrsa.model.backbone import Backbone
+from snnrsa.model.backbone import Backbone, BlockSpec
 from snnrsa.model.encodings import Encoder
 from snnrsa.model.readouts import Readout
 from snnrsa.schema import Config
 
 
 class Network(nn.Module):
-    """Images in [0, 1] -> class scores; ``features`` gives time-averaged layer activity."""
+    """Images in [0, 1] -> class scores; ``features`` gives time-averaged layer activity.
+    ``spec``: a rule's own blocks and input code (``snnrsa.rules.build_network`` passes the
+    configured rule's); ``rule_blocks`` names the rule they were built for."""
 
-    def __init__(self, cfg: Config, n_classes: int):
+    def __init__(self, cfg: Config, n_classes: int, spec: BlockSpec | None = None):
         super().__init__()
-        self.encoder = Encoder(cfg.encoding, cfg.neuron.time_steps, cfg.data.mean, cfg.data.std)
-        self.backbone = Backbone(cfg.backbone, cfg.neuron, n_classes)
+        encoder = Encoder(cfg.encoding, cfg.neuron.time_steps, cfg.data.mean, cfg.data.std)
+        self.encoder = spec.encoder(encoder) if spec and spec.encoder else encoder
+        self.backbone = Backbone(cfg.backbone, cfg.neuron, n_classes, spec)
+        self.rule_blocks = spec.rule if spec else None
         self.readout = Readout(cfg.readout, cfg.neuron)
         self.layer_pooling = cfg.rsa.layer_pooling
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from snnrsa.model.backbone import BlockSpec
 from snnrsa.model.network import Network
 
 
@@ -59,6 +60,12 @@ class Rule(ABC):
     def check(cls, cfg: Any) -> None:
         """Reject a whole-config combination this rule cannot run (called by
         ``config.resolve`` before any data is loaded); ``cfg`` is the typed ``Config``."""
+
+    @classmethod
+    def block_spec(cls, cfg: Any) -> BlockSpec | None:
+        """The rule's own conv-block parts for the network it trains (``cfg``: the typed
+        ``Config``), built by ``snnrsa.rules.build_network``; None: the shared backbone as is."""
+        return None
 
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         self.cfg = cfg

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnrsa.model.backbone import BlockSpec
 from snnrsa.model.network import Network
 from snnrsa.rules.base import Rule
 from snnrsa.rules.optim import Optimiser
@@ -65,21 +66,23 @@ class STDPPublished(Rule):
             raise ConfigError("rule=stdp_published trains BN affine parameters: "
                               "backbone.batch_norm=true")
 
+    @classmethod
+    def block_spec(cls, cfg: Any) -> BlockSpec:
+        """Conv weights frozen to gradients (STDP moves them) and, with ``relu_before_bn``, the
+        study's ReLU-then-BN."""
+
+        def conv(i: int, c: nn.Conv2d) -> nn.Conv2d:
+            return c.requires_grad_(False)
+
+        def bn(i: int, c: nn.Conv2d) -> nn.Module:
+            return ReluBatchNorm2d(c.out_channels)
+
+        return BlockSpec("stdp_published", conv=conv, bn=bn if cfg.rule.relu_before_bn else None)
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
         blocks = net.backbone.blocks
-        if any(getattr(b.neuron, "spiking", False) for b in blocks):
-            raise ValueError("rule=stdp_published is the study's non-spiking rule: use neuron=rate")
-        if any(isinstance(b.bn, nn.Identity) for b in blocks):
-            raise ValueError("rule=stdp_published trains BN affine parameters: backbone.batch_norm")
-        affine: list[nn.Parameter] = []
-        for block in blocks:
-            if cfg.relu_before_bn:
-                bn = ReluBatchNorm2d(block.bn.num_features).to(block.bn.weight.device)
-                bn.load_state_dict(block.bn.state_dict())
-                block.bn = bn
-            block.conv.weight.requires_grad_(False)
-            affine += [block.bn.weight, block.bn.bias]
+        affine = [p for block in blocks for p in (block.bn.weight, block.bn.bias)]
         head = [*net.backbone.fcs.parameters(), *net.backbone.head.parameters()]
         self.optim = Optimiser([*head, *affine], "adam", cfg.lr)
         self._acts: list[tuple[torch.Tensor, torch.Tensor]] = []

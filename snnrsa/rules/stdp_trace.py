@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snnrsa.model.backbone import BlockSpec
 from snnrsa.model.network import Network
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer
@@ -125,29 +126,34 @@ class STDPTrace(LayerwiseSTDP):
     def check(cls, cfg: Any) -> None:
         require_spike_input(cfg)
 
+    @classmethod
+    def block_spec(cls, cfg: Any) -> BlockSpec:
+        """Optional DoG maps before the encoding group, conv weights drawn in [w_min, w_max] and
+        frozen to gradients, no BatchNorm, ``TraceLIF`` neurons."""
+        rule = cfg.rule
+        adaptive = rule.threshold_mode == "adaptive"
+
+        def encoder(code: nn.Module) -> nn.Module:
+            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size) if rule.dog else code
+
+        def conv(i: int, c: nn.Conv2d) -> nn.Conv2d:
+            if i == 0 and rule.dog:  # on/off maps in: two input channels
+                c = nn.Conv2d(2, c.out_channels, c.kernel_size, padding=c.padding, bias=False)
+            with torch.no_grad():
+                c.weight.normal_(rule.init_mean, rule.init_std).clamp_(rule.w_min, rule.w_max)
+            return c.requires_grad_(False)
+
+        def neuron(i: int, c: nn.Conv2d) -> nn.Module:
+            fan_in = c.in_channels * c.kernel_size[0] * c.kernel_size[1]
+            return TraceLIF(per_layer(rule.thresholds, i) * fan_in, rule.beta, rule.competition,
+                            per_layer(rule.threshold_quantiles, i) if adaptive else None)
+
+        return BlockSpec("stdp_trace", encoder, conv, lambda i, c: nn.Identity(), neuron)
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
         self.time_steps = net.encoder.time_steps
-        if cfg.dog:
-            net.encoder = DoGEncoder(net.encoder, cfg.dog_sigmas, cfg.dog_size)
         blocks = net.backbone.blocks
-        device = blocks[0].conv.weight.device
-        adaptive = cfg.threshold_mode == "adaptive"
-        for i, block in enumerate(blocks):
-            conv = block.conv
-            if i == 0 and cfg.dog:
-                conv = nn.Conv2d(2, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                                 bias=False)
-            with torch.no_grad():
-                conv.weight.normal_(cfg.init_mean, cfg.init_std).clamp_(cfg.w_min, cfg.w_max)
-            conv.weight.requires_grad_(False)
-            block.conv = conv.to(device)
-            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-            block.bn = nn.Identity()
-            block.neuron = TraceLIF(per_layer(cfg.thresholds, i) * fan_in, cfg.beta,
-                                    cfg.competition,
-                                    per_layer(cfg.threshold_quantiles, i) if adaptive else None
-                                    ).to(device)
         self.target = [self._norm(b.conv.weight) for b in blocks]
 
     def _norm(self, w: torch.Tensor) -> torch.Tensor:

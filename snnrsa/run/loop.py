@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from snnrsa.data.training import TrainingSet, batches, load_training_data
 from snnrsa.model.network import Network
 from snnrsa.plots import plot_trajectory
-from snnrsa.rules import Rule, make_rule
+from snnrsa.rules import Rule, build_network, make_rule
 from snnrsa.run.evaluation import (
     EvalSet,
     accuracy,
@@ -122,7 +122,7 @@ def setup(cfg: Config, out_dir: Path, config_yaml: str, job_num: int) -> Job:
              "ROIs %s; subjects %s; device %s", len(data.train_labels), len(data.classes),
              len(brain.stimuli), cfg.brain.resolution, brain.rois, brain.subjects, meta["device"])
     seed_everything(cfg.seed)
-    net = Network(cfg, len(data.classes)).to(device)
+    net = build_network(cfg, len(data.classes)).to(device)
     rule = make_rule(cfg.rule, net, n_epochs=max(cfg.checkpoints))
     sources = source_checkpoints(cfg.evaluate_from) if cfg.evaluate_from else {}
     # the backbone's own LIF neurons behind BatchNorm (bp, fa, untrained...; not STDP's neurons)

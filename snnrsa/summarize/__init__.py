@@ -19,7 +19,9 @@ Output in ``summary/``:
   sign-flip test over seeds of d = a - b; p_one_sided tests mean(d) > 0. Families:
   ``rule_vs_<ref>`` (a = rule, b = reference rule, both at the last epoch they share),
   ``epoch0_vs_epoch1`` (a = epoch 0, b = epoch 1, same rule: d > 0 is a loss of alignment) and
-  ``trend`` (a = per-seed Spearman of rho against epoch over epochs > 0, b = 0).
+  ``trend`` (a = per-seed Spearman of rho against epoch over epochs > 0, b = 0; checkpoints
+  taken after training stopped, where no layer's ``trained_images`` grew since the checkpoint
+  before, are left out: greedy layer-wise STDP spends its image budget early).
   Benjamini-Hochberg within each family (p_fdr_family) and over all tests (p_fdr_all), both
   within a convention.
 - ``noise_ceiling.csv`` (from the brain RDMs in the run directories' ``results.h5``:
@@ -35,6 +37,7 @@ from snnrsa.summarize.report import write_report
 from snnrsa.summarize.statistics import (
     adjust,
     deltas,
+    frozen_checkpoints,
     noise_ceilings,
     paired_test,
     run_tests,
@@ -42,6 +45,6 @@ from snnrsa.summarize.statistics import (
     trajectories,
 )
 
-__all__ = ["adjust", "deltas", "find_tables", "load_scores", "main", "make_figures",
+__all__ = ["adjust", "deltas", "find_tables", "frozen_checkpoints", "load_scores", "main", "make_figures",
            "noise_ceilings", "paired_test", "prepare", "run_tests", "seed_scores", "summarize",
            "trajectories", "write_report"]

@@ -25,6 +25,7 @@ from snnrsa.summarize.report import (
 )
 from snnrsa.summarize.statistics import (
     deltas,
+    frozen_checkpoints,
     noise_ceilings,
     run_tests,
     seed_scores,
@@ -59,7 +60,7 @@ def summarize(paths: Sequence[str | Path], out: str | Path | None = None,
     scores = seed_scores(table, fixed_map)
     traj = trajectories(scores)
     dlt = deltas(scores)
-    tests = run_tests(scores, reference)
+    tests = run_tests(scores, reference, frozen_checkpoints(table))
     ceil = noise_ceilings(runs)
     traj.to_csv(out / "trajectories.csv", index=False)
     dlt.to_csv(out / "deltas.csv", index=False)

@@ -133,9 +133,33 @@ def _paired(g: pd.DataFrame, where_a: pd.Series, where_b: pd.Series) -> tuple[np
     return a.loc[common].to_numpy(), b.loc[common].to_numpy()
 
 
-def run_tests(scores: pd.DataFrame, reference: str = "bp") -> pd.DataFrame:
-    """The study's three families for each convention, with BH within family and over all."""
+def frozen_checkpoints(table: pd.DataFrame) -> set[tuple[str, int, int]]:
+    """(rule, seed, epoch) of checkpoints taken after training stopped: no layer learnt from an
+    image since the checkpoint before (``trained_images`` unchanged on every layer), as for
+    greedy layer-wise STDP once its image budget is spent. The same network scored again is no
+    trend, so the trend test leaves these out."""
+    if "trained_images" not in table.columns or table["trained_images"].isna().all():
+        return set()
+    per = table.groupby(["rule", "seed", "epoch", "layer"])["trained_images"].max().unstack("layer")
+    frozen: set[tuple[str, int, int]] = set()
+    for (rule, seed), g in per.groupby(level=[0, 1], sort=False):
+        counts = g.sort_index().fillna(-1).to_numpy()
+        epochs = g.sort_index().index.get_level_values("epoch")
+        frozen |= {(rule, int(seed), int(epochs[k])) for k in range(1, len(epochs))
+                   if (counts[k] == counts[k - 1]).all()}
+    return frozen
+
+
+def run_tests(scores: pd.DataFrame, reference: str = "bp",
+              frozen: set[tuple[str, int, int]] | None = None) -> pd.DataFrame:
+    """The study's three families for each convention, with BH within family and over all;
+    ``frozen`` checkpoints (``frozen_checkpoints``) are left out of the trend."""
     s = by_seed(scores)
+    if frozen:
+        keys = list(zip(s.rule, s.seed.astype(int), s.epoch.astype(int)))
+        trend_rows = ~pd.Series([k in frozen for k in keys], index=s.index)
+    else:
+        trend_rows = pd.Series(True, index=s.index)
     rows: list[dict] = []
     for conv, sc in s.groupby("convention", sort=False):
         rules = rule_order(sc.rule.unique(), reference)
@@ -167,7 +191,7 @@ def run_tests(scores: pd.DataFrame, reference: str = "bp") -> pd.DataFrame:
                              "roi": roi, "epoch_a": 0, "epoch_b": 1, **paired_test(a, b),
                              "convention": conv})
             for rule in rules:
-                gr = g[(g.rule == rule) & (g.epoch > 0)]
+                gr = g[(g.rule == rule) & (g.epoch > 0) & trend_rows.loc[g.index]]
                 epochs = sorted(gr.epoch.unique())
                 if len(epochs) < 2:
                     continue

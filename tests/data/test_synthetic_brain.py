@@ -241,8 +241,7 @@ def test_untrained_early_layers_match_v1_on_the_quickstart(cache_dir: Path, seed
     through the luminance channel of the early ROIs (oriented energy alone gave rho about 0)."""
     import torch
 
-    from snnrsa.model.network import Network
-    from snnrsa.rules import make_rule
+    from snnrsa.rules import build_network, make_rule
     from snnrsa.run.evaluation import checkpoint_scores, load_eval_set, set_mode
 
     from conftest import typed_cfg
@@ -250,7 +249,7 @@ def test_untrained_early_layers_match_v1_on_the_quickstart(cache_dir: Path, seed
     cfg = typed_cfg([f"seed={seed}", f"brain.cache_dir={cache_dir}"])  # experiment=quickstart
     evalset = load_eval_set(cfg)
     torch.manual_seed(seed)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     rule = make_rule(cfg.rule, net, n_epochs=max(cfg.checkpoints))
     set_mode(net, False)
     rows = pd.DataFrame(checkpoint_scores(rule, cfg, evalset, torch.device("cpu"))[1])

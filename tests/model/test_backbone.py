@@ -112,12 +112,12 @@ def test_eval_fast_path_keeps_bn_eval_mode_and_bn_subclasses(study_rule: str, bn
     """The no-grad BatchNorm folding must not apply to BatchNorm kept in training mode at
     evaluation (bn_eval_mode=train: batch statistics) nor to a BatchNorm subclass with its own
     forward (stdp_published's ReLU-then-BN): features equal the unfolded path."""
-    from snnrsa.rules import make_rule
+    from snnrsa.rules import build_network, make_rule
     from snnrsa.run.evaluation import set_mode
 
     cfg = typed_cfg([f"+study_rule={study_rule}"])
     torch.manual_seed(0)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     rule = make_rule(cfg.rule, net, n_epochs=1)
     for block in net.backbone.blocks:
         block.bn.running_mean.uniform_(-0.5, 0.5)

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from snnrsa.data.training import batches, load_training_data
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.run.evaluation import accuracy, set_mode
 
 from conftest import typed_cfg
@@ -24,7 +23,7 @@ def train_and_test(overrides: list[str], epochs: int) -> tuple[float, float]:
     cfg = typed_cfg(overrides)
     data = load_training_data(cfg.data)
     torch.manual_seed(0)
-    net = Network(cfg, len(data.classes))
+    net = build_network(cfg, len(data.classes))
     rule = make_rule(cfg.rule, net, epochs)
     set_mode(net, False)
     before = accuracy(rule, data, 256, CPU)[1]

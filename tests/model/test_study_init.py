@@ -10,8 +10,7 @@ import torch
 from test_presets import THINGS
 from torch import nn
 
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.run.state import seed_everything
 
 from conftest import typed_cfg
@@ -52,7 +51,7 @@ def test_published_preset_init_equals_the_study_code(rule: str) -> None:
     cfg = typed_cfg(["experiment=leutenegger2026_published", f"study_rule={rule}", "seed=123",
                      *THINGS])
     seed_everything(cfg.seed)  # as the run loop does before building the network
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     fitted = make_rule(cfg.rule, net, 40)
     expected, feedback = study_weights(rule, 123)
     ours = {k: v for k, v in net.state_dict().items() if not k.startswith("encoder.")}

@@ -11,7 +11,7 @@ from torch import nn
 
 from snnrsa.config import ConfigError
 from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.base import frozen_bn_stats
 from snnrsa.rules.fa import FA
 
@@ -24,7 +24,7 @@ SMALL = ["rule=fa", "backbone.channels=[4,8]", "backbone.fc_units=[16]", "backbo
 def fa_net(overrides: list[str]) -> tuple[Network, FA]:
     cfg = typed_cfg([*SMALL, *overrides])
     torch.manual_seed(0)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     return net, make_rule(cfg.rule, net, 5)
 
 
@@ -94,7 +94,7 @@ def test_feedback_is_frozen_and_not_a_parameter() -> None:
     params = {id(p) for p in net.parameters()}
     assert not any(id(layer.feedback) in params for layer in rule.layers.values())
     cfg = typed_cfg(SMALL)
-    assert list(net.state_dict()) == list(Network(cfg, 10).state_dict())
+    assert list(net.state_dict()) == list(build_network(cfg, 10).state_dict())
 
     _, fresh = fa_net(["rule.layers=all", "rule.feedback_seed=7"])
     assert not torch.equal(fresh.layers["conv2"].feedback, before["conv2"])

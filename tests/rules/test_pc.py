@@ -14,7 +14,7 @@ from test_main_job import TINY, snnrsa
 
 from snnrsa.config import ConfigError
 from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.pc import PC, frozen_bn_stats
 from snnrsa.rules.pc_published import PCPublished
 
@@ -27,7 +27,7 @@ SMALL = ["backbone.channels=[4,8,8]", "backbone.fc_units=[16]", "backbone.pool_t
 def build(rule: str, overrides: list[str] = ()) -> tuple[Network, PC | PCPublished]:
     cfg = typed_cfg([f"rule={rule}", *SMALL, *overrides])
     torch.manual_seed(0)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     return net, make_rule(cfg.rule, net, 3)
 
 
@@ -41,7 +41,7 @@ def study_pc(overrides: list[str] = (), n: int = 64) -> tuple[PC, tuple[torch.Te
     fixed batch of random images as its probe."""
     cfg = typed_cfg(["rule=pc", *overrides])
     torch.manual_seed(0)
-    net = Network(cfg, 10).train()
+    net = build_network(cfg, 10).train()
     rule = make_rule(cfg.rule, net, 3)
     g = torch.Generator().manual_seed(1)
     rule.probe = torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)

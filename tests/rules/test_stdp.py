@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from stimuli import oriented_bars
 
 from snnrsa.config import ConfigError
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.stdp import STDP
 from snnrsa.rules.stdp.analysis import orientation_selectivity
 from snnrsa.rules.stdp.fast import if_first_spikes
@@ -27,7 +26,36 @@ SMALL = ["rule=stdp", "backbone.fc_units=[8]", "rsa.layers=[conv1]"]
 def make(overrides: list[str], n_classes: int = 4, seed: int = 0) -> STDP:
     cfg = typed_cfg([*SMALL, *overrides])
     torch.manual_seed(seed)
-    return make_rule(cfg.rule, Network(cfg, n_classes), 1)
+    return make_rule(cfg.rule, build_network(cfg, n_classes), 1)
+
+
+@pytest.mark.parametrize("rule", ["stdp", "stdp_trace", "stdp_published"])
+def test_rule_blocks_are_built_with_the_network(rule: str) -> None:
+    """A rule's own blocks exist once the network is built (no rule swaps modules in afterwards):
+    the same modules before and after the rule binds, and a network built without the rule's
+    blocks is refused, naming ``build_network``."""
+    extra = ["neuron=snntorch_lif", "encoding=latency"] if rule != "stdp_published" else []
+    cfg = typed_cfg([f"rule={rule}", *extra])
+    torch.manual_seed(0)
+    net = build_network(cfg, 4)
+    before = [m for b in net.backbone.blocks for m in (b.conv, b.bn, b.neuron, b.pool)]
+    encoder = net.encoder
+    weights = [b.conv.weight.clone() for b in net.backbone.blocks]
+    make_rule(cfg.rule, net, 1)
+    after = [m for b in net.backbone.blocks for m in (b.conv, b.bn, b.neuron, b.pool)]
+    assert all(x is y for x, y in zip(before, after)) and net.encoder is encoder
+    assert all(torch.equal(w, b.conv.weight) for w, b in zip(weights, net.backbone.blocks))
+    assert not any(b.conv.weight.requires_grad for b in net.backbone.blocks)
+    if rule != "stdp_published":
+        assert all(type(b.bn) is torch.nn.Identity for b in net.backbone.blocks)
+        assert net.backbone.blocks[0].conv.in_channels == 2  # DoG on/off maps
+    from snnrsa.model.network import Network
+
+    with pytest.raises(ValueError, match=f"rule={rule} needs the network built for it.*build_network"):
+        make_rule(cfg.rule, Network(cfg, 4), 1)
+    bp = typed_cfg(["rule=bp"])
+    with pytest.raises(ValueError, match="rule=bp needs the network built for it"):
+        make_rule(bp.rule, net, 1)
 
 
 def test_shipped_defaults_are_the_recipe() -> None:

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from snnrsa.data.procedural import make_dataset
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.stdp.functional import THRESHOLD_MARGIN, adaptive_threshold, pool_times
 
 from conftest import typed_cfg
@@ -51,7 +50,7 @@ def test_study_network_layers_fire_for_every_image_with_default_thresholds() -> 
     torch.set_num_threads(1)
     cfg = typed_cfg(STUDY)
     torch.manual_seed(0)
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     rule = make_rule(cfg.rule, net, 1)
     net.eval()
 
@@ -90,7 +89,7 @@ def test_dynamics_snapshot() -> None:
         ]
     )
     torch.manual_seed(0)
-    rule = make_rule(cfg.rule, Network(cfg, 10), 1)
+    rule = make_rule(cfg.rule, build_network(cfg, 10), 1)
     images = procedural(256, seed=1)
     first = rule.dynamics()  # before any training: no activity snapshot yet
     assert "conv1_rate" not in first and float(first["conv1_dw_max_abs"]) == 0.0
@@ -120,7 +119,7 @@ def test_network_forward_matches_the_learning_path(base: list[str]) -> None:
     torch.set_num_threads(1)
     cfg = typed_cfg([*base, "backbone.channels=[4,6,8]"])
     torch.manual_seed(0)
-    rule = make_rule(cfg.rule, Network(cfg, 10), 1)
+    rule = make_rule(cfg.rule, build_network(cfg, 10), 1)
     images = procedural(8, seed=2)
     ios = rule.all_io(images)
     _, outputs = rule.net.run(images)

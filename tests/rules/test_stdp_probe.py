@@ -7,8 +7,7 @@ import torch
 from stimuli import oriented_bars
 
 from snnrsa.model.linear_probe import fit_probe, frozen_features, linear_probes
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 
 from conftest import typed_cfg
 
@@ -28,7 +27,7 @@ def test_probe_on_stdp_features_does_not_touch_weights() -> None:
                      "backbone.fc_units=[8]", "rsa.layers=[conv1]", "rule.thresholds=[0.3]",
                      "rule.k_winners=[4]", "rule.ramp_every=160", "rule.layer_images=[960]"])
     torch.manual_seed(0)
-    net = Network(cfg, 4)
+    net = build_network(cfg, 4)
     rule = make_rule(cfg.rule, net, 1)
     x, y = oriented_bars(1400, 16, seed=2)
     for i in range(0, 960, 64):

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from snnrsa.config import ConfigError
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.stdp_published import ReluBatchNorm2d, published_kernel
 from snnrsa.schema import STDPPublishedConfig
 
@@ -53,7 +52,7 @@ def test_rule_update_on_tiny_input_by_hand(sign: str) -> None:
                      "backbone.fc_units=[4]", "backbone.init=kaiming_normal",
                      "rsa.layers=[conv1]", "rule.a_plus=0.02", "rule.a_minus=0.01"])
     torch.manual_seed(0)
-    net = Network(cfg, 4)
+    net = build_network(cfg, 4)
     rule = make_rule(cfg.rule, net, 1)
     net.train()
     blocks = net.backbone.blocks

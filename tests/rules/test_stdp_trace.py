@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from snnrsa.config import ConfigError
-from snnrsa.model.network import Network
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.rules.stdp_trace import STDPTrace, TraceLIF, stdp_parameters, trace_stdp_layer
 
 from conftest import typed_cfg
@@ -80,7 +79,7 @@ def test_rule_trains_layerwise_keeps_bounds_and_norms() -> None:
     torch.set_num_threads(1)
     cfg = typed_cfg([*BASE, "backbone.channels=[4,6]", "rule.layer_images=[32,32]"])
     torch.manual_seed(0)
-    rule = make_rule(cfg.rule, Network(cfg, 4), 1)
+    rule = make_rule(cfg.rule, build_network(cfg, 4), 1)
     assert isinstance(rule, STDPTrace)
     w0 = rule.weights[0].clone()
     images = torch.rand(16, 3, 12, 12)

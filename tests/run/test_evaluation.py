@@ -10,9 +10,8 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
 from snnrsa.brain import Brain
-from snnrsa.model.network import Network
 from snnrsa.rsa import correlation_rdm
-from snnrsa.rules import make_rule
+from snnrsa.rules import build_network, make_rule
 from snnrsa.run.evaluation import (
     EvalSet,
     extract_features,
@@ -51,7 +50,7 @@ def test_rsa_step_agrees_with_scipy() -> None:
 
 def test_features_are_averaged_over_a_conditions_images() -> None:
     cfg = typed_cfg(["backbone.channels=[4,8,8]", "backbone.fc_units=[16]"])
-    net = Network(cfg, 10).eval()
+    net = build_network(cfg, 10).eval()
     imgs = torch.rand(5, 3, 32, 32)
     groups = [[0], [1, 2], [3, 4]]
     rule = make_rule(cfg.rule, net, 1)
@@ -65,7 +64,7 @@ def test_features_are_averaged_over_a_conditions_images() -> None:
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
 def test_bn_mode_at_evaluation(bn_mode: str) -> None:
     cfg = typed_cfg(["backbone.dropout=0.3"])
-    net = Network(cfg, 10)
+    net = build_network(cfg, 10)
     set_mode(net, False, bn_mode)
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
@@ -198,7 +197,7 @@ def test_batch_norm_calibration_wakes_deep_spiking_layers_and_leaves_training_al
                      "data.n_test=64"])
     data = load_training_data(cfg.data, run_seed=0)
     torch.manual_seed(0)
-    net = Network(cfg, len(data.classes))
+    net = build_network(cfg, len(data.classes))
     images = data.test_images[:32].float().div(255.0)
     layers = ["conv1", "conv2", "conv3", "fc1"]
     set_mode(net, False)

@@ -12,6 +12,7 @@ import pytest
 from snnrsa.summarize import (
     adjust,
     deltas,
+    frozen_checkpoints,
     load_scores,
     main,
     noise_ceilings,
@@ -145,6 +146,32 @@ def test_epoch_and_trend_families(analysed) -> None:
     best = tests[tests.convention == "best_layer"]
     assert best.family.value_counts().to_dict() == {
         "rule_vs_bp": 2, "epoch0_vs_epoch1": 4, "trend": 4}
+
+
+def test_trend_leaves_out_checkpoints_after_training_stopped() -> None:
+    """Layer-wise STDP spends its image budget by epoch 2: epochs 5 and 10 score the same network
+    again. Counted as a trend they would turn a rise over epochs 1-2 (and a plateau) into a
+    weaker, flat-topped one; left out, the trend runs over epochs 1 and 2 only."""
+    rows = []
+    budget = {0: 0, 1: 100, 2: 200, 5: 200, 10: 200}
+    for seed in SEEDS:
+        for epoch, images in budget.items():
+            rho = {0: 0.0, 1: 0.01, 2: 0.05, 5: 0.02, 10: 0.03}[epoch] + 0.001 * seed
+            for subject in ("sub-01", "sub-02"):
+                rows.append({"rule": "stdp", "seed": seed, "epoch": epoch, "layer": "conv1",
+                             "roi": "V1", "subject": subject, "rho": rho,
+                             "trained_images": images})
+    table = prepare(pd.DataFrame(rows))
+    frozen = frozen_checkpoints(table)
+    assert frozen == {("stdp", s, e) for s in SEEDS for e in (5, 10)}
+    scores = seed_scores(table, {"V1": "conv1"})
+    kept = _one(run_tests(scores, frozen=frozen), convention="best_layer", family="trend")
+    assert (kept.epoch_a, kept.epoch_b) == (1, 2) and kept["diff"] == pytest.approx(1.0)
+    counted = _one(run_tests(scores), convention="best_layer", family="trend")
+    assert counted["diff"] == pytest.approx(0.4)  # ranks 1, 4, 2, 3: the frozen epochs blur it
+    # a rule that learns at every checkpoint (trained_images grows) loses none
+    grows = table.assign(trained_images=table.epoch * 100)
+    assert frozen_checkpoints(grows) == set()
 
 
 def test_bh_within_family_and_over_all() -> None:

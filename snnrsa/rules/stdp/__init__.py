@@ -1,9 +1,10 @@
 """Canonical convolutional STDP on spiking neurons (Kheradpisheh et al. 2018; Mozafari et al. 2019).
 
-The rule turns the shared backbone into a first-spike network in place: an optional on/off
-difference-of-Gaussians front end before the configured spike encoder, conv weights in [0, 1] with no
-BatchNorm, integrate-and-fire (or leaky) neurons that fire at most once per image, optional
-pointwise lateral inhibition, and pools that keep each pooled unit's earliest spike. ``net(x)`` and
+The rule's network is the shared backbone built with first-spike blocks (``STDP.block_spec``,
+read by ``build_network``): an optional on/off difference-of-Gaussians front end before the
+configured spike encoder, conv weights in [0, 1] with no BatchNorm, integrate-and-fire (or leaky)
+neurons that fire at most once per image, optional pointwise lateral inhibition, and pools that
+keep each pooled unit's earliest spike. ``net(x)`` and
 ``net.features`` then run exactly the network that learns, so RSA and checkpoints see it unchanged.
 
 Learning is greedy layer-wise: per image, k-winner-take-all with lateral inhibition picks at most k

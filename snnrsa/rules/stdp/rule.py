@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnrsa.model.backbone import fold_time
+from snnrsa.model.backbone import BlockSpec, fold_time
 from snnrsa.model.network import Network
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.fast import LayerIO, fast_path_ok, gained_weight, if_first_spikes
@@ -91,41 +91,53 @@ class STDP(LayerwiseSTDP):
         if any(n <= 0 for n in rule.layer_images):
             raise ConfigError(f"rule.layer_images={rule.layer_images} must be > 0 images per layer")
 
+    @classmethod
+    def block_spec(cls, cfg: Any) -> BlockSpec:
+        """Input code (rank-order DoG, or DoG maps before the encoding group), conv weights drawn
+        in [0, 1] and frozen to gradients, no BatchNorm, first-spike neurons and, for one-spike
+        neurons, earliest-spike pools."""
+        rule = cfg.rule
+        rank_order = rule.coding == "rank_order"
+        dog = rank_order or rule.dog
+        steps = rule.time_steps if rank_order else cfg.neuron.time_steps
+        adaptive = rule.threshold_mode == "adaptive"
+
+        def encoder(code: nn.Module) -> nn.Module:
+            if rank_order:
+                return RankOrderEncoder(rule.time_steps, rule.dog_sigmas, rule.dog_size,
+                                        rule.dog_threshold, rule.dog_padding,
+                                        rule.normalization_radius)
+            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size) if rule.dog else code
+
+        def conv(i: int, c: nn.Conv2d) -> nn.Conv2d:
+            if i == 0 and dog:  # on/off maps in: two input channels
+                c = nn.Conv2d(2, c.out_channels, c.kernel_size, padding=c.padding, bias=False)
+            with torch.no_grad():
+                c.weight.normal_(rule.init_mean, rule.init_std).clamp_(0, 1)
+            return c.requires_grad_(False)
+
+        def neuron(i: int, c: nn.Conv2d) -> nn.Module:
+            fan_in = c.in_channels * c.kernel_size[0] * c.kernel_size[1]
+            th = per_layer(rule.thresholds, i) * (fan_in if rule.threshold_unit == "fan_in" else 1.0)
+            return FirstSpikeNeuron(
+                strict_threshold(th),
+                rule.beta,
+                rule.one_spike,
+                rule.pointwise_inhibition == "always",
+                per_layer(rule.threshold_quantiles, i) if adaptive else None,
+                c.out_channels if rule.homeostasis_tau > 0 else None,
+            )
+
+        def pool(i: int, p: nn.Module) -> nn.Module:
+            return FirstSpikePool(steps, 2, _int(p.padding))
+
+        return BlockSpec("stdp", encoder, conv, lambda i, c: nn.Identity(), neuron,
+                         pool if rule.one_spike else None)
+
     def __init__(self, cfg: Any, net: Network, n_epochs: int) -> None:
         super().__init__(cfg, net, n_epochs)
-        if cfg.coding == "rank_order":
-            net.encoder = RankOrderEncoder(cfg.time_steps, cfg.dog_sigmas, cfg.dog_size,
-                                           cfg.dog_threshold, cfg.dog_padding, cfg.normalization_radius)
-            dog = True
-        else:
-            if cfg.dog:
-                net.encoder = DoGEncoder(net.encoder, cfg.dog_sigmas, cfg.dog_size)
-            dog = cfg.dog
         self.time_steps = net.encoder.time_steps
         blocks = net.backbone.blocks
-        device = blocks[0].conv.weight.device
-        adaptive = cfg.threshold_mode == "adaptive"
-        for i, block in enumerate(blocks):
-            conv = block.conv
-            if i == 0 and dog:
-                conv = nn.Conv2d(2, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
-            with torch.no_grad():
-                conv.weight.normal_(cfg.init_mean, cfg.init_std).clamp_(0, 1)
-            conv.weight.requires_grad_(False)
-            block.conv = conv.to(device)
-            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-            th = per_layer(cfg.thresholds, i) * (fan_in if cfg.threshold_unit == "fan_in" else 1.0)
-            block.bn = nn.Identity()
-            block.neuron = FirstSpikeNeuron(
-                strict_threshold(th),
-                cfg.beta,
-                cfg.one_spike,
-                cfg.pointwise_inhibition == "always",
-                per_layer(cfg.threshold_quantiles, i) if adaptive else None,
-                conv.out_channels if cfg.homeostasis_tau > 0 else None,
-            ).to(device)
-            if cfg.one_spike:
-                block.pool = FirstSpikePool(self.time_steps, 2, _int(block.pool.padding))
         self.wins = [torch.zeros(b.conv.out_channels, dtype=torch.long) for b in blocks]
         self._last_images: torch.Tensor | None = None
         self._last_weights: list[torch.Tensor] | None = None
