@@ -4,7 +4,7 @@ Written there: ``scores.csv.gz`` (every score of every run, long and tidy, label
 rule), per part (headline, readout, trajectory) ``snnrsa-summarize``'s tables, tests and PNG
 figures, ``noise_ceiling.csv`` (LOSO), ``bootstrap_epoch0_minus_epoch1.csv`` (stimulus-bootstrap
 95 % CIs), ``partial_rsa.csv`` (controlling for the pixel RDM), ``pixel_reference.csv`` and
-``RESULTS.md`` (the headline table).
+``results.png`` (the README figure) and ``RESULTS.md`` (the README table, the headline table).
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def partial_rsa(scores: pd.DataFrame, runs: Path, pixel: np.ndarray) -> pd.DataF
 
 def summarize_all(runs: Path, out: Path, brain_root: Path, n_boot: int = 1000) -> list[str]:
     """Everything of docs/results/cichy92/ from the run folders; returns the files written."""
+    from replicate_figure import results_figure
     from replicate_report import results_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +172,9 @@ def summarize_all(runs: Path, out: Path, brain_root: Path, n_boot: int = 1000) -
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         written.append(f"{name}.csv")
+    ceilings = pd.read_csv(out / "noise_ceiling.csv") if (out / "noise_ceiling.csv").is_file() else None
+    results_figure(scores, ceilings, out / "results.png")
+    written.append("results.png")
     (out / "RESULTS.md").write_text(results_markdown(out, scores, tables, n_boot))
     written.append("RESULTS.md")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

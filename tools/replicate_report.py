@@ -58,6 +58,52 @@ def headline_table(out: Path, boot: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def readme_table(out: Path, scores: pd.DataFrame, boot: pd.DataFrame) -> str:
+    """The README's table: per rule and ROI, best-layer rho at epoch 0 (224 px) and its change
+    over epoch 1 at 224 and 32 px (stimulus-bootstrap CI, sign-flip p over seeds) and over the
+    trajectory's last checkpoint (mean +- SD over seeds, sign-flip p)."""
+    from replicate_figure import RULE_ORDER, best_layer_seeds
+
+    from snnrsa.summarize import paired_test
+
+    tests = epoch_tests(out).set_index(["part", "rule", "roi"])
+    b = boot.set_index(["part", "rule", "roi"])
+    seeds = best_layer_seeds(scores)
+    seeds = seeds[seeds.panel == "headline"]
+
+    def epoch1(part: str, rule: str, roi: str) -> str:
+        if (part, rule, roi) not in b.index:
+            return "–"
+        r = b.loc[(part, rule, roi)]
+        p = tests.loc[(part, rule, roi)].p_two_sided if (part, rule, roi) in tests.index else np.nan
+        return f"{_f(-r['drop'])} [{_f(-r.ci_high)}, {_f(-r.ci_low)}], p = {_p(p)}"
+
+    def last(rule: str, roi: str) -> str:
+        g = seeds[(seeds.rule == rule) & (seeds.roi == roi)].pivot_table(
+            index="seed", columns="epoch", values="rho")
+        end = max(g.columns)
+        if end <= 1:
+            return "–"
+        g = g[[0, end]].dropna()
+        t = paired_test(g[end].to_numpy(), g[0].to_numpy())
+        sd = (g[end] - g[0]).std(ddof=1) if len(g) > 1 else np.nan
+        return f"{_f(t['diff'])} ± {_f(sd)} (epoch {end}, {len(g)} seeds), p = {_p(t['p_two_sided'])}"
+
+    lines = ["| rule | ROI | ρ epoch 0 | Δρ 0→1, 224 px [95 % CI], p | Δρ 0→1, 32 px [95 % CI], p "
+             "| Δρ 0→last, 224 px (± SD), p | seeds |", "|" + "---|" * 7]
+    head = boot[boot.part == "headline"]
+    order = {rule: i for i, rule in enumerate(RULE_ORDER)}
+    head = head.assign(k=head.rule.map(order)).sort_values(["k", "roi"], kind="stable")
+    for r in head.itertuples():
+        lines.append(f"| {r.rule} | {r.roi} | {_f(r.rho_e0)} | {epoch1('headline', r.rule, r.roi)} "
+                     f"| {epoch1('headline_res32', r.rule, r.roi)} | {last(r.rule, r.roi)} "
+                     f"| {r.n_seeds} |")
+    base = seeds[(seeds.rule == "untrained") & (seeds.epoch == 0)].groupby("roi").rho
+    lines += [f"| untrained | {roi} | {_f(v.mean())} | – | – | – | {len(v)} |"
+              for roi, v in base]
+    return "\n".join(lines)
+
+
 def trajectory_table(out: Path) -> str:
     path = out / "trajectory" / "deltas.csv"
     if not path.is_file():
@@ -104,6 +150,10 @@ def results_markdown(out: Path, scores: pd.DataFrame, tables: dict[str, pd.DataF
         "ROI and epoch as in the study.", "",
         "Runs: " + ", ".join(f"{part} {n}" for part, n in runs.items()) + "; seeds "
         + ", ".join(map(str, sorted(scores.seed.unique()))) + ".", "",
+        "![best-layer ρ against epoch](results.png)", "",
+        "## Summary (best layer, GAP read-out; Δρ = later − epoch 0; CI: stimulus bootstrap; "
+        "p: exact sign-flip over seeds, two-sided)", "",
+        readme_table(out, scores, tables["bootstrap_epoch0_minus_epoch1"]), "",
         "## Epoch 0 → 1 (best layer; CI: stimulus bootstrap, "
         f"{n_boot} resamples shared by all rows; p: exact sign-flip over seeds)", "",
         headline_table(out, tables["bootstrap_epoch0_minus_epoch1"]), "",
