@@ -9,6 +9,7 @@ figures, ``noise_ceiling.csv`` (LOSO), ``bootstrap_epoch0_minus_epoch1.csv`` (st
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,23 @@ def bootstrap_drops(scores: pd.DataFrame, runs: Path, n_boot: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def wall_times(runs: Path) -> pd.DataFrame:
+    """Per job: the whole process (``replicate_done.json``: start-up, data, training, scoring)
+    and snnrsa's own ``meta.json`` wall and CPU seconds."""
+    rows = []
+    for part in PARTS:
+        for run in run_dirs(runs, part):
+            done, meta = run / "replicate_done.json", run / "meta.json"
+            if not done.is_file():
+                continue
+            m = json.loads(meta.read_text()) if meta.is_file() else {}
+            rows.append({"part": part, "rule": label(run), "seed": int(run.name.rsplit("_seed", 1)[1]),
+                         "job_seconds": json.loads(done.read_text())["seconds"],
+                         "run_wall_seconds": m.get("wall_seconds"),
+                         "run_process_seconds": m.get("process_seconds"), "device": m.get("device")})
+    return pd.DataFrame(rows)
+
+
 def pixel_images(brain_root: Path) -> np.ndarray:
     files = sorted((brain_root / "images").glob("image_*.jpg"))
     return np.stack([load_image(p, PIXEL_SIZE) for p in files]).astype(np.float64)
@@ -169,6 +187,7 @@ def summarize_all(runs: Path, out: Path, brain_root: Path, n_boot: int = 1000) -
     pixel = pixel_rdm(pixel_images(brain_root))
     tables["pixel_reference"] = pixel_reference(pixel, subject_rdms(first))
     tables["partial_rsa"] = partial_rsa(scores, runs, pixel)
+    tables["wall_time"] = wall_times(runs)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         written.append(f"{name}.csv")

@@ -118,6 +118,17 @@ def trajectory_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def wall_table(wall: pd.DataFrame) -> str:
+    """Seconds per job (whole process) by part and rule: mean, min and max over seeds."""
+    if wall.empty:
+        return "–"
+    g = wall.groupby(["part", "rule"], sort=False).job_seconds
+    lines = ["| part | rule | seconds per seed (mean; min–max) | seeds |", "|---|---|---|---|"]
+    lines += [f"| {part} | {rule} | {v.mean():.0f}; {v.min():.0f}–{v.max():.0f} | {len(v)} |"
+              for (part, rule), v in g]
+    return "\n".join(lines)
+
+
 def partial_table(partial: pd.DataFrame) -> str:
     t = partial[(partial.part == "headline") & (partial.layer == "conv1")]
     if t.empty:
@@ -162,6 +173,9 @@ def results_markdown(out: Path, scores: pd.DataFrame, tables: dict[str, pd.DataF
         " · ".join(f"{r.roi} ρ = {r.rho:.3f}" for r in pixel.itertuples()), "",
         "## Partial RSA: conv1 controlling for the pixel RDM (GAP, 224 px, seed mean)", "",
         partial_table(tables["partial_rsa"]), "",
+        "## Wall time per job (2 CPU cores, one job at a time; start-up, data, training and "
+        "scoring; device and versions in each run's meta.json)", "",
+        wall_table(tables["wall_time"]), "",
         "## Trajectory: change from epoch 0 at the last checkpoint (best layer)", "",
         trajectory_table(out), "",
         "Per-part tables, tests (exact sign-flip p, Cohen's d, BH within and across families) "
