@@ -58,25 +58,24 @@ TRAJECTORY_SEEDS = 2
 TRAJECTORY = (0, 1, 2, 5, 10, 20, 30, 40)
 HEADLINE = (0, 1)
 STAGES = ("headline", "readout", "trajectory", "summarize")
-# Cost model for --dry-run, in seconds on 2 otherwise idle cores. Measured with this script
-# (--stage headline --n-train 1024 --n-test 256 --seeds 42, train.csv seconds / eval_seconds) at a
-# load of 7-11 and scaled by bp's ratio to a full 8,000-image bp job measured at load 3 (epoch
-# 55.5 s, whole job 87 s): training per 1,000 images and epoch; the held-out test (32 px) per
-# 1,000 images; one checkpoint's scoring of the 92 images at 224 px (spiking rules 8 at a time).
-# Canonical STDP trains layer by layer (4,000 images each), so its epochs cost unevenly.
+# Cost model for --dry-run, in seconds on 2 cores, measured with this script (headline seeds 42
+# and 123 on 8,000 CIFAR images, train.csv seconds / eval_seconds, one job at a time beside light
+# work of load ~1): training per 1,000 images and epoch; the held-out test (32 px) per 1,000
+# images; one checkpoint's scoring of the 92 images at 224 px (spiking rules 8 at a time; STDP's
+# includes its linear probe). Canonical STDP trains layer by layer, so its epochs cost unevenly.
 TRAIN_S_PER_1000: dict[str, float] = {
-    "untrained": 0.0, "bp": 6.4, "fa": 11.9, "pc_published": 35.5, "stdp_published": 10.2,
-    "pc": 37.0, "stdp": 6.0, "bp_lif": 8.3,
+    "untrained": 0.0, "bp": 1.0, "fa": 1.0, "pc_published": 10.0, "stdp_published": 12.0,
+    "pc": 7.5, "stdp": 1.4, "bp_lif": 5.9,
 }
 TEST_S_PER_1000: dict[str, float] = {
-    "untrained": 2.3, "bp": 2.3, "fa": 2.3, "pc_published": 35.0, "stdp_published": 2.3,
-    "pc": 2.3, "stdp": 9.7, "bp_lif": 2.8,
+    "untrained": 0.2, "bp": 0.2, "fa": 0.3, "pc_published": 2.8, "stdp_published": 2.1,
+    "pc": 0.2, "stdp": 0.0, "bp_lif": 1.4,
 }
 EVAL_S: dict[str, float] = {
-    "untrained": 3.0, "bp": 3.0, "fa": 5.0, "pc_published": 44.0, "stdp_published": 3.0,
-    "pc": 3.0, "stdp": 58.0, "bp_lif": 15.0,
+    "untrained": 1.5, "bp": 1.5, "fa": 1.5, "pc_published": 15.0, "stdp_published": 3.2,
+    "pc": 1.5, "stdp": 115.0, "bp_lif": 12.5,
 }
-STARTUP_S = 25.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
+STARTUP_S = 10.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
 SPATIAL_FACTOR = 1.5  # rsa.layer_pooling=none: RDMs over every unit
 N_TEST = 2000  # the shared subset's held-out images
 
