@@ -26,7 +26,7 @@ def test_dry_run_lists_every_job_with_its_cost(capsys) -> None:
     assert rep.main(["--dry-run", "--runs", "/nonexistent/runs"]) == 0
     text = capsys.readouterr().out
     assert "== headline: 80 jobs, 0 done" in text  # 8 rules x 5 seeds, trained + at 32 px
-    assert "== readout: 40 jobs" in text
+    assert "== readout: 80 jobs" in text  # 8 rules x 5 seeds, no pooling and a 4 x 4 grid
     assert "== trajectory: 17 jobs" in text  # bp 5 seeds, six other trained rules 2 each
     assert "headline/untrained_seed42" in text and "epochs 0 " in text
 
@@ -62,8 +62,12 @@ def test_headline_and_summary_end_to_end(tmp_path: Path, capsys) -> None:
     partial = pd.read_csv(out / "partial_rsa.csv")
     assert partial.partial_rho.between(-1, 1).all() and len(partial) == 2 * (4 * 2 * (1 + 2))
     for name in ("headline/tests.csv", "headline/report.md", "headline/evc_trajectory.png",
-                 "RESULTS.md"):
+                 "results.png", "wall_time.csv", "RESULTS.md"):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.rglob("*.pdf"))
     assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) < 5e6
-    assert "| GAP, 32 px | bp | EVC |" in (out / "RESULTS.md").read_text()
+    results = (out / "RESULTS.md").read_text()
+    assert "| GAP, 32 px | bp | EVC |" in results
+    assert "| bp | EVC |" in results and "| untrained | EVC |" in results  # the README table
+    wall = pd.read_csv(out / "wall_time.csv")
+    assert set(wall.part) == {"headline", "headline_res32"} and (wall.job_seconds > 0).all()

@@ -26,8 +26,9 @@ from snnrsa.rsa.references import pixel_rdm
 from snnrsa.summarize import summarize
 from snnrsa.summarize.loading import roi_order
 
-PARTS = ("headline", "headline_res32", "readout", "trajectory")
-SUMMARIES = {"headline": ("headline", "headline_res32"), "readout": ("headline", "readout"),
+PARTS = ("headline", "headline_res32", "readout", "readout_grid", "trajectory")
+SUMMARIES = {"headline": ("headline", "headline_res32"),
+             "readout": ("headline", "readout", "readout_grid"),
              "trajectory": ("trajectory", "headline")}
 DROP = ("neuron", "encoding", "readout")  # the label already says them
 PIXEL_SIZE = 64  # the pixel RDM of data-formats.md: 1 - r on 64 x 64 RGB
@@ -92,7 +93,7 @@ def bootstrap_drops(scores: pd.DataFrame, runs: Path, n_boot: int) -> pd.DataFra
     """Per rule, part and ROI: epoch 0 - epoch 1 of the seed-mean rho at the study's best layer
     of each epoch, with a 95 % percentile CI over stimulus resamples shared by all conditions."""
     rows = []
-    t = scores[scores.part.isin(("headline", "headline_res32", "readout"))]
+    t = scores[scores.part.isin(("headline", "headline_res32", "readout", "readout_grid"))]
     brains = subject_rdms(runs / t.run.iloc[0]) if len(t) else {}
     idx = bootstrap_indices(next(iter(brains.values())).shape[1], n_boot, 0) if brains else None
     for (part, rule), g in t.groupby(["part", "rule"], sort=False):

@@ -5,8 +5,9 @@ killed training job resumes from its last checkpoint (snnrsa's own resume).
 Stages:
   headline    epochs 0 and 1 of every rule and seed, trained, scored at 224 px; then the same
               checkpoints re-scored at 32 px, the training resolution (evaluate_from, no training)
-  readout     the headline checkpoints re-scored at 224 px with a spatial read-out
-              (rsa.layer_pooling=none: every conv unit, position kept, instead of the study's GAP)
+  readout     the headline checkpoints re-scored at 224 px with spatial read-outs instead of the
+              study's GAP: rsa.layer_pooling=none (every conv unit, position kept) and
+              rsa.layer_pooling=grid (each conv map averaged to a 4 x 4 grid, position kept coarsely)
   trajectory  checkpoints 0 1 2 5 10 20 30 40: every seed for bp, the first two for the other
               trained rules (the untrained network is the headline's epoch 0)
   summarize   scores.csv.gz (every score, long and tidy), snnrsa-summarize's tables, tests and
@@ -136,6 +137,9 @@ def job_list(args: argparse.Namespace, stage: str) -> list[Job]:
                 jobs.append(Job(f"readout/{rule}_seed{seed}", rule,
                                 [*base, source, "rsa.layer_pooling=none"], epochs,
                                 args.n_train, source=head, spatial=True))
+                jobs.append(Job(f"readout_grid/{rule}_seed{seed}", rule,
+                                [*base, source, "rsa.layer_pooling=grid"], epochs,
+                                args.n_train, source=head))
             elif stage == "trajectory" and rule != "untrained" and (
                     rule in ALL_SEEDS_IN_TRAJECTORY or i < TRAJECTORY_SEEDS):
                 cps = tuple(args.checkpoints)

@@ -10,9 +10,9 @@ import pandas as pd
 
 # summary part -> (condition suffix in its rule labels -> part of the run)
 SUFFIX_PART = {"headline": {"res224": "headline", "res32": "headline_res32", "": "headline"},
-               "readout": {"none": "readout"}}
+               "readout": {"none": "readout", "grid4": "readout_grid"}}
 PART_NAME = {"headline": "GAP, 224 px", "headline_res32": "GAP, 32 px",
-             "readout": "spatial (no pooling), 224 px"}
+             "readout": "spatial (no pooling), 224 px", "readout_grid": "4 x 4 grid, 224 px"}
 
 
 def _f(v: float, digits: int = 3) -> str:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnrsa.model.backbone import FCLayer, fold_time
-from snnrsa.model.network import Network
+from snnrsa.model.network import Network, pool_conv
 from snnrsa.rules.base import Rule
 from snnrsa.rules.optim import Optimiser
 from snnrsa.rules.pc import require_static_rate, to_vector
@@ -137,8 +137,7 @@ class PCPublished(Rule):
         rs = self.infer(self.bottom_up(self.net.encoder(images)))
         feats = {}
         for i, r in enumerate(rs):
-            gap = self.net.layer_pooling == "gap"
-            feats[f"conv{i + 1}"] = r.mean((2, 3)) if gap else r.flatten(1)
+            feats[f"conv{i + 1}"] = pool_conv(r, self.net.layer_pooling, self.net.pool_grid)
         x = to_vector(self.net.backbone, rs[-1].unsqueeze(0))
         for i, fc in enumerate(self.net.backbone.fcs):
             x = _fc(fc, x)

@@ -222,6 +222,12 @@ def record_epoch(job: Job, state: RunState, epoch: int, train_loss: float, train
     return test_acc
 
 
+def pooling_label(cfg: Config) -> str:
+    """The ``pooling`` column: gap, none, or grid<k> (k = rsa.pool_grid, so grids stay apart)."""
+    pooling = cfg.rsa.layer_pooling
+    return f"grid{cfg.rsa.pool_grid}" if pooling == "grid" else pooling
+
+
 def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     """Score every layer against every ROI and subject (rsa.csv, results.h5, the trajectory
     figure) and, where asked, the linear probes (probe.csv)."""
@@ -240,7 +246,7 @@ def evaluate_checkpoint(job: Job, state: RunState, epoch: int) -> None:
     state.rsa_rows += [{**job.ident, "epoch": epoch, **row, "trained_images": trained(row["layer"]),
                         "resolution": cfg.brain.resolution,
                         "selection": cfg.brain.selection, "pairs": cfg.rsa.pairs,
-                        "pooling": cfg.rsa.layer_pooling,
+                        "pooling": pooling_label(cfg),
                         "n_stimuli": n_stimuli, **firing.get(row["layer"], {})} for row in rows]
     if cfg.readout.probe_layers:
         state.probe_rows += [{**job.ident, "epoch": epoch, **r}

@@ -103,6 +103,9 @@ def _check_layers(cfg: Config) -> None:
     unknown = [layer for layer in cfg.rsa.layers if layer not in offered]
     if unknown or not cfg.rsa.layers:
         raise ConfigError(f"rsa.layers={cfg.rsa.layers}: unknown {unknown}; offered {offered}")
+    if cfg.rsa.pool_grid < 1:
+        raise ConfigError(f"rsa.pool_grid={cfg.rsa.pool_grid} must be >= 1 (cells per side of the "
+                          "grid that rsa.layer_pooling=grid averages each conv map to)")
     unknown = [layer for layer in cfg.readout.probe_layers if layer not in offered]
     if unknown:
         raise ConfigError(f"readout.probe_layers={cfg.readout.probe_layers}: unknown {unknown}; "

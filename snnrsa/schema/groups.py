@@ -208,8 +208,10 @@ class SyntheticBrainConfig(ThingsBrainConfig):
 @dataclass
 class RSAConfig:
     layers: list[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "fc1"])
-    # gap (global average pool of conv maps, the study) | none
-    layer_pooling: str = choice("gap", "gap", "none")
+    # gap (global average pool of conv maps, the study) | none (every unit, position kept) |
+    # grid (each map average-pooled to pool_grid x pool_grid: position kept coarsely)
+    layer_pooling: str = choice("gap", "gap", "none", "grid")
+    pool_grid: int = 4
     # all | cross_fmri_run (pairs shown in different fMRI runs for every subject)
     pairs: str = choice("all", "all", "cross_fmri_run")
     eval_batch_size: int = 64

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from snnrsa.config import BackboneConfig, NeuronConfig
+from snnrsa.config import BackboneConfig, ConfigError, NeuronConfig
 from snnrsa.model.backbone import Backbone
-from snnrsa.model.network import Network
+from snnrsa.model.network import Network, pool_conv
 
 from conftest import typed_cfg
 
@@ -130,3 +130,21 @@ def test_eval_fast_path_keeps_bn_eval_mode_and_bn_subclasses(study_rule: str, bn
         ref = rule.features(x, ["conv1", "conv3", "fc1"])
     for name in fast:
         torch.testing.assert_close(fast[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_grid_pooling_keeps_position_coarsely() -> None:
+    """rsa.layer_pooling=grid: each conv map averaged to pool_grid x pool_grid cells (a 1 x 1 grid
+    is GAP); the network's RSA features take that shape; a grid below 1 fails naming the key."""
+    maps = torch.arange(2 * 3 * 8 * 8, dtype=torch.float64).view(2, 3, 8, 8)
+    grid = pool_conv(maps, "grid", 4)
+    assert grid.shape == (2, 3 * 16)
+    assert grid[1, 16 + 5] == maps[1, 1, 2:4, 2:4].mean()  # channel 1, cell (1, 1)
+    assert torch.equal(pool_conv(maps, "grid", 1), pool_conv(maps, "gap", 4))
+    assert torch.equal(pool_conv(maps, "none", 4), maps.flatten(1))
+    cfg = typed_cfg(["rsa.layer_pooling=grid", "rsa.pool_grid=2"])
+    net = Network(cfg, 10).eval()
+    with torch.no_grad():
+        feats = net.features(torch.rand(3, 3, 32, 32), ["conv1", "fc1"])
+    assert feats["conv1"].shape == (3, 32 * 4) and feats["fc1"].shape == (3, 512)
+    with pytest.raises(ConfigError, match="rsa.pool_grid=0 must be >= 1"):
+        typed_cfg(["rsa.layer_pooling=grid", "rsa.pool_grid=0"])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from snnrsa.model.backbone import fold_time
-from snnrsa.model.network import Network
+from snnrsa.model.network import Network, pool_conv
 from snnrsa.rules.base import Rule
 
 
@@ -73,6 +73,6 @@ class LayerwiseSTDP(Rule):
                 continue
             rate = self.conv_features(outputs[name])
             if rate.dim() == 4:
-                rate = rate.mean((2, 3)) if net.layer_pooling == "gap" else rate.flatten(1)
+                rate = pool_conv(rate, net.layer_pooling, net.pool_grid)
             feats[name] = rate
         return feats

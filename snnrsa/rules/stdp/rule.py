@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from snnrsa.model.backbone import BlockSpec, fold_time
-from snnrsa.model.network import Network
+from snnrsa.model.network import Network, pool_conv
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.fast import LayerIO, fast_path_ok, gained_weight, if_first_spikes
 from snnrsa.rules.stdp.functional import (
@@ -169,8 +169,7 @@ class STDP(LayerwiseSTDP):
                     v = torch.nn.functional.conv2d(
                         (io.t_pre < steps).to(images.dtype), gained_weight(b), padding=b.conv.padding
                     )
-                    gap = self.net.layer_pooling == "gap"
-                    feats[f"conv{i + 1}"] = v.mean((2, 3)) if gap else v.flatten(1)
+                    feats[f"conv{i + 1}"] = pool_conv(v, self.net.layer_pooling, self.net.pool_grid)
         return feats
 
     def pointwise_at(self, layer: int, learning: int | None) -> bool:
