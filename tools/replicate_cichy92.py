@@ -59,22 +59,22 @@ TRAJECTORY_SEEDS = 2
 TRAJECTORY = (0, 1, 2, 5, 10, 20, 30, 40)
 HEADLINE = (0, 1)
 STAGES = ("headline", "readout", "trajectory", "summarize")
-# Cost model for --dry-run, in seconds on 2 cores, measured with this script (headline seeds 42
-# and 123 on 8,000 CIFAR images, train.csv seconds / eval_seconds, one job at a time beside light
-# work of load ~1): training per 1,000 images and epoch; the held-out test (32 px) per 1,000
-# images; one checkpoint's scoring of the 92 images at 224 px (spiking rules 8 at a time; STDP's
-# includes its linear probe). Canonical STDP trains layer by layer, so its epochs cost unevenly.
+# Cost model for --dry-run, in seconds on 2 idle cores, measured with this script (headline seeds
+# 789 and 1337 on 8,000 CIFAR images, train.csv seconds / eval_seconds, one job at a time):
+# training per 1,000 images and epoch; the held-out test (32 px) per 1,000 images; one
+# checkpoint's scoring of the 92 images at 224 px (spiking rules 8 at a time; STDP's includes its
+# linear probe). Canonical STDP trains layer by layer, so its epochs cost unevenly.
 TRAIN_S_PER_1000: dict[str, float] = {
-    "untrained": 0.0, "bp": 1.0, "fa": 1.0, "pc_published": 10.0, "stdp_published": 12.0,
-    "pc": 7.5, "stdp": 1.4, "bp_lif": 5.9,
+    "untrained": 0.0, "bp": 1.0, "fa": 1.0, "pc_published": 4.5, "stdp_published": 1.5,
+    "pc": 7.2, "stdp": 1.6, "bp_lif": 6.3,
 }
 TEST_S_PER_1000: dict[str, float] = {
-    "untrained": 0.2, "bp": 0.2, "fa": 0.3, "pc_published": 2.8, "stdp_published": 2.1,
-    "pc": 0.2, "stdp": 0.0, "bp_lif": 1.4,
+    "untrained": 0.25, "bp": 0.25, "fa": 0.25, "pc_published": 3.4, "stdp_published": 0.35,
+    "pc": 0.25, "stdp": 0.0, "bp_lif": 1.4,
 }
 EVAL_S: dict[str, float] = {
-    "untrained": 1.5, "bp": 1.5, "fa": 1.5, "pc_published": 15.0, "stdp_published": 3.2,
-    "pc": 1.5, "stdp": 115.0, "bp_lif": 12.5,
+    "untrained": 1.7, "bp": 1.5, "fa": 1.5, "pc_published": 14.0, "stdp_published": 2.0,
+    "pc": 1.6, "stdp": 130.0, "bp_lif": 13.0,
 }
 STARTUP_S = 10.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
 SPATIAL_FACTOR = 1.5  # rsa.layer_pooling=none: RDMs over every unit
