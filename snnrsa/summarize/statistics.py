@@ -143,8 +143,8 @@ def frozen_checkpoints(table: pd.DataFrame) -> set[tuple[str, int, int]]:
     per = table.groupby(["rule", "seed", "epoch", "layer"])["trained_images"].max().unstack("layer")
     frozen: set[tuple[str, int, int]] = set()
     for (rule, seed), g in per.groupby(level=[0, 1], sort=False):
-        counts = g.sort_index().fillna(-1).to_numpy()
-        epochs = g.sort_index().index.get_level_values("epoch")
+        g = g.sort_index()
+        counts, epochs = g.fillna(-1).to_numpy(), g.index.get_level_values("epoch")
         frozen |= {(rule, int(seed), int(epochs[k])) for k in range(1, len(epochs))
                    if (counts[k] == counts[k - 1]).all()}
     return frozen
