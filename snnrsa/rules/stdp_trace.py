@@ -134,7 +134,7 @@ class STDPTrace(LayerwiseSTDP):
         adaptive = rule.threshold_mode == "adaptive"
 
         def encoder(code: nn.Module) -> nn.Module:
-            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size) if rule.dog else code
+            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size, rule.input_size) if rule.dog else code
 
         def conv(i: int, c: nn.Conv2d) -> nn.Conv2d:
             if i == 0 and rule.dog:  # on/off maps in: two input channels

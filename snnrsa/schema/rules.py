@@ -146,6 +146,9 @@ class STDPConfig(RuleConfig):
     dog: bool = True  # coding=encoding: on/off DoG front end (conv1 then has 2 input channels)
     dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])  # centre, surround
     dog_size: int = 7
+    # DoG front end's fixed input size in pixels (conf: the training images' data.image_size):
+    # evaluation images at another resolution are resampled to it; None: images as given
+    input_size: int | None = None
     # Homeostatic per-feature thresholds (Diehl & Cook 2015, adapted to k-WTA), not in the recipe:
     # 0 is off. Each feature c of the layer in training has an offset o_c, threshold_c =
     # threshold * (1 + o_c), applied as the gain 1 / (1 + o_c) on its drive; per batch of n images
@@ -190,6 +193,7 @@ class STDPTraceConfig(RuleConfig):
     dog: bool = True
     dog_sigmas: list[float] = field(default_factory=lambda: [1.0, 2.0])
     dog_size: int = 7
+    input_size: int | None = None  # as STDPConfig.input_size
 
 
 RULE_SCHEMAS: dict[str, type[RuleConfig]] = {

@@ -69,6 +69,7 @@ def test_shipped_defaults_are_the_recipe() -> None:
     assert r.homeostasis_tau == 0 and r.pointwise_inhibition == "learning" and r.layer_images[0] == 120000
     assert b.kernel_sizes[:2] == [5, 2] and b.padding[:2] == [2, 1] and b.pool_padding == 1
     assert b.channels[:2] == [32, 150]
+    assert r.input_size == cfg.data.image_size  # the DoG front end's retina: the training size
     assert learning_rates(r, 499, 0) == (0.004, 0.003)
     assert learning_rates(r, 500, 0) == pytest.approx((0.008, 0.006))
     assert learning_rates(r, 10**6, 0) == pytest.approx((0.15, 0.1125))
@@ -230,7 +231,7 @@ def test_signature_on_oriented_bars_at_the_shipped_defaults() -> None:
     rule = make([])
     w = rule.weights[0]
     osi0 = orientation_selectivity(torch.rand_like(w)).mean()
-    x, y = oriented_bars(4096, 24, seed=1)
+    x, y = oriented_bars(4096, rule.cfg.input_size, seed=1)  # at the training resolution
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matmuls: one thread is faster on a loaded machine
     try:
@@ -243,6 +244,27 @@ def test_signature_on_oriented_bars_at_the_shipped_defaults() -> None:
     assert c < 0.01 and 0 <= float(w.min()) and float(w.max()) <= 1
     assert use["never_won"] == 0 and use["max_share"] < 4 / w.shape[0], use
     assert rule.seen[0] == 4096 and not rule.done and math.isnan(rule.train_batch(x[:8], y[:8])[0])
+
+
+def test_a_224_px_evaluation_fires_as_the_training_resolution_does() -> None:
+    """The DoG front end resamples to its fixed retina (``rule.input_size``, by default the
+    training images' size), so a 224-px evaluation of the training pictures fires every layer as
+    the 32-px pictures do; as given (``input_size=null``), the DoG responses of the upsampled
+    pictures fall below the drop threshold and conv1 goes nearly silent."""
+    rule = make([])
+    size = rule.cfg.input_size
+    x, y = oriented_bars(1024, size, seed=3)
+    for i in range(0, len(x), 128):
+        rule.train_batch(x[i : i + 128], y[i : i + 128])
+    test = x[:16]
+    big = F.interpolate(test, size=(224, 224), mode="bilinear", align_corners=False)
+    rates = [io.fired_share()[0] for io in rule.all_io(test)]
+    rates_224 = [io.fired_share()[0] for io in rule.all_io(big)]
+    assert min(rates) > 0.01, rates
+    assert rates_224 == pytest.approx(rates, rel=0.2, abs=0.01)
+    rule.net.encoder.input_size = None
+    as_given = rule.all_io(big)[0].fired_share()[0]
+    assert as_given < 0.5 * rates[0], (as_given, rates[0])
 
 
 def test_features_read_fc_as_current_and_conv_as_latency() -> None:

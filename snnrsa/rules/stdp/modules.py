@@ -146,19 +146,32 @@ def dog_kernel(sigmas: list[float], size: int) -> torch.Tensor:
     return (k - k.mean()).float().view(1, 1, size, size)
 
 
+def to_input_size(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Images resampled to the front end's fixed ``size`` (None: as given). A DoG of fixed width
+    and kernels learnt at one scale mean the network has a fixed retina: a 224-px upsampling of
+    a 32-px picture would give DoG responses below the drop threshold and silence conv1."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)
+
+
 class DoGEncoder(nn.Module):
-    """Grey image -> on/off DoG maps scaled to [0, 1] per image -> the configured spike code."""
+    """Grey image (at ``input_size``) -> on/off DoG maps scaled to [0, 1] per image -> the
+    configured spike code."""
 
     static = False
 
-    def __init__(self, code: nn.Module, sigmas: list[float], size: int) -> None:
+    def __init__(self, code: nn.Module, sigmas: list[float], size: int,
+                 input_size: int | None = None) -> None:
         super().__init__()
         self.code = code
         self.time_steps = code.time_steps
+        self.input_size = input_size
         self.register_buffer("kernel", dog_kernel(sigmas, size))
 
     def on_off(self, images: torch.Tensor) -> torch.Tensor:
-        grey = images.mean(1, keepdim=True)
+        grey = to_input_size(images, self.input_size).mean(1, keepdim=True)
         pad = self.kernel.shape[-1] // 2
         d = F.conv2d(F.pad(grey, (pad,) * 4, mode="replicate"), self.kernel)
         maps = torch.cat([d.clamp(min=0), (-d).clamp(min=0)], 1)
@@ -200,24 +213,26 @@ def rank_order_times(x: torch.Tensor, time_steps: int) -> torch.Tensor:
 
 
 class RankOrderEncoder(nn.Module):
-    """The recipe's front end (Kheradpisheh et al. 2018 in SpykeTorch): grey image on a 0-255
-    scale -> on- and off-centre DoG kernels -> responses below ``threshold`` dropped -> local
-    normalisation (divided by the mean over a (2r+1)^2 window) -> rank-order spike times over
-    ``time_steps`` bins. ``forward`` gives one-spike trains ``[T, B, 2, H, W]``."""
+    """The recipe's front end (Kheradpisheh et al. 2018 in SpykeTorch): grey image (resampled to
+    ``input_size``, as the recipe resizes its images) on a 0-255 scale -> on- and off-centre DoG
+    kernels -> responses below ``threshold`` dropped -> local normalisation (divided by the mean
+    over a (2r+1)^2 window) -> rank-order spike times over ``time_steps`` bins.
+    ``forward`` gives one-spike trains ``[T, B, 2, H, W]``."""
 
     static = False
 
     def __init__(self, time_steps: int, sigmas: list[float], size: int, threshold: float,
-                 padding: str, radius: int) -> None:
+                 padding: str, radius: int, input_size: int | None = None) -> None:
         super().__init__()
         self.time_steps, self.threshold, self.padding, self.radius = time_steps, threshold, padding, radius
+        self.input_size = input_size
         self.register_buffer("kernel", recipe_dog_kernels(sigmas, size))
 
     def intensities(self, images: torch.Tensor) -> torch.Tensor:
         """The normalised DoG maps ``[B, 2, H, W]`` that the rank-order code sorts."""
         if images.dim() != 4:
             raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
-        grey = images.clamp(0, 1).mean(1, keepdim=True) * 255.0
+        grey = to_input_size(images, self.input_size).clamp(0, 1).mean(1, keepdim=True) * 255.0
         pad = self.kernel.shape[-1] // 2
         mode = "constant" if self.padding == "zero" else "replicate"
         d = F.conv2d(F.pad(grey, (pad,) * 4, mode=mode), self.kernel)

@@ -106,8 +106,8 @@ class STDP(LayerwiseSTDP):
             if rank_order:
                 return RankOrderEncoder(rule.time_steps, rule.dog_sigmas, rule.dog_size,
                                         rule.dog_threshold, rule.dog_padding,
-                                        rule.normalization_radius)
-            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size) if rule.dog else code
+                                        rule.normalization_radius, rule.input_size)
+            return DoGEncoder(code, rule.dog_sigmas, rule.dog_size, rule.input_size) if rule.dog else code
 
         def conv(i: int, c: nn.Conv2d) -> nn.Conv2d:
             if i == 0 and dog:  # on/off maps in: two input channels
