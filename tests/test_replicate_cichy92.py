@@ -42,6 +42,9 @@ def test_headline_and_summary_end_to_end(tmp_path: Path, capsys) -> None:
     assert rep.main(["--stage", "headline", *args]) == 0
     assert rep.main(["--stage", "headline", *args]) == 0  # resumed: nothing left to run
     assert "2 of 2 jobs already done; running 0" in capsys.readouterr().out
+    unfinished = runs / "trajectory" / "bp_seed42"  # a job still training: no marker yet
+    unfinished.mkdir(parents=True)
+    (unfinished / "rsa.csv").write_bytes((runs / "headline" / "bp_seed42" / "rsa.csv").read_bytes())
     assert rep.main(["--stage", "summarize", "--n-boot", "20", *args]) == 0
 
     scores = pd.read_csv(out / "scores.csv.gz")

@@ -35,7 +35,10 @@ PIXEL_SIZE = 64  # the pixel RDM of data-formats.md: 1 - r on 64 x 64 RGB
 
 
 def run_dirs(runs: Path, part: str) -> list[Path]:
-    return sorted(p.parent for p in (runs / part).glob("*/rsa.csv"))
+    """A part's finished jobs (their ``replicate_done.json``): a summary taken while jobs still
+    train leaves those out rather than mixing in their first checkpoints."""
+    return sorted(p.parent for p in (runs / part).glob("*/replicate_done.json")
+                  if (p.parent / "rsa.csv").exists())
 
 
 def label(run: Path) -> str:
