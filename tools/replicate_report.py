@@ -122,9 +122,12 @@ def wall_table(wall: pd.DataFrame) -> str:
     """Seconds per job (whole process) by part and rule: mean, min and max over seeds."""
     if wall.empty:
         return "–"
-    g = wall.groupby(["part", "rule"], sort=False).job_seconds
-    lines = ["| part | rule | seconds per seed (mean; min–max) | seeds |", "|---|---|---|---|"]
-    lines += [f"| {part} | {rule} | {v.mean():.0f}; {v.min():.0f}–{v.max():.0f} | {len(v)} |"
+    threads = wall.device.fillna("").str.extract(r"(\d+) threads?", expand=False).fillna("?")
+    g = wall.assign(threads=threads).groupby(["part", "rule"], sort=False)
+    lines = ["| part | rule | seconds per seed (mean; min–max) | threads per job | seeds |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {part} | {rule} | {v.job_seconds.mean():.0f}; {v.job_seconds.min():.0f}–"
+              f"{v.job_seconds.max():.0f} | {', '.join(sorted(set(v.threads)))} | {len(v)} |"
               for (part, rule), v in g]
     return "\n".join(lines)
 
@@ -173,8 +176,9 @@ def results_markdown(out: Path, scores: pd.DataFrame, tables: dict[str, pd.DataF
         " · ".join(f"{r.roi} ρ = {r.rho:.3f}" for r in pixel.itertuples()), "",
         "## Partial RSA: conv1 controlling for the pixel RDM (GAP, 224 px, seed mean)", "",
         partial_table(tables["partial_rsa"]), "",
-        "## Wall time per job (2 CPU cores, one job at a time; start-up, data, training and "
-        "scoring; device and versions in each run's meta.json)", "",
+        "## Wall time per job (2 CPU cores; 2 threads per job: one job at a time, 1: two jobs "
+        "side by side; start-up, data, training and scoring; device and versions in each run's "
+        "meta.json)", "",
         wall_table(tables["wall_time"]), "",
         "## Trajectory: change from epoch 0 at the last checkpoint (best layer)", "",
         trajectory_table(out), "",
