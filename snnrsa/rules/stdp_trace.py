@@ -33,7 +33,7 @@ from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer
 from snnrsa.rules.stdp.layerwise import LayerwiseSTDP
 from snnrsa.rules.stdp.modules import DoGEncoder
-from snnrsa.rules.stdp.rule import require_spike_input
+from snnrsa.rules.stdp.rule import check_input_size, require_spike_input
 
 
 class TraceLIF(nn.Module):
@@ -125,6 +125,7 @@ class STDPTrace(LayerwiseSTDP):
     @classmethod
     def check(cls, cfg: Any) -> None:
         require_spike_input(cfg)
+        check_input_size(cfg)
 
     @classmethod
     def block_spec(cls, cfg: Any) -> BlockSpec:

@@ -292,6 +292,7 @@ def test_config_rejects_bad_settings() -> None:
         ("rule.homeostasis_tau=-1", "homeostasis_tau"),
         ("rule.homeostasis_max=1.0", "homeostasis_max"),
         ("rule.layer_images=[0]", "layer_images"),
+        ("rule.input_size=4", "rule.input_size=4 must be null"),
     ]:
         with pytest.raises(ConfigError, match=key):
             typed_cfg(["rule=stdp", override])

@@ -52,6 +52,14 @@ def require_spike_input(cfg: Any) -> None:
         )
 
 
+def check_input_size(cfg: Any) -> None:
+    """The DoG front end's retina (``rule.input_size``) is null or at least the DoG's width."""
+    size, dog = cfg.rule.input_size, cfg.rule.dog_size
+    if size is not None and size < dog:
+        raise ConfigError(f"rule.input_size={size} must be null (images as given) or at least "
+                          f"rule.dog_size={dog} pixels")
+
+
 def _int(x: Any) -> int:
     return int(x[0] if isinstance(x, tuple) else x)
 
@@ -72,6 +80,7 @@ class STDP(LayerwiseSTDP):
         """Spike input (own rank-order code, or latency/Poisson) and consistent settings."""
         rule = cfg.rule
         require_spike_input(cfg)
+        check_input_size(cfg)
         if rule.coding == "rank_order" and rule.time_steps < 2:
             raise ConfigError(f"rule.time_steps={rule.time_steps} must be >= 2")
         if any(not 0 < q < 1 for q in rule.threshold_quantiles):
