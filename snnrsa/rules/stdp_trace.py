@@ -32,8 +32,8 @@ from snnrsa.model.network import Network
 from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning
 from snnrsa.rules.stdp.functional import adaptive_threshold, convergence, per_layer
 from snnrsa.rules.stdp.layerwise import LayerwiseSTDP
-from snnrsa.rules.stdp.modules import DoGEncoder
-from snnrsa.rules.stdp.rule import check_input_size, require_spike_input
+from snnrsa.rules.stdp.modules import DoGEncoder, check_input_size
+from snnrsa.rules.stdp.rule import require_spike_input
 
 
 class TraceLIF(nn.Module):

@@ -4,6 +4,7 @@ neuron, the earliest-spike pool and the on/off difference-of-Gaussians encoder."
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from snnrsa.rules.stdp.functional import (
     pool_times,
     spike_train,
 )
+from snnrsa.schema import ConfigError
 
 
 class FirstSpikeNeuron(nn.Module):
@@ -154,6 +156,14 @@ def to_input_size(images: torch.Tensor, size: int | None) -> torch.Tensor:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=images.shape[-1] > size)
+
+
+def check_input_size(cfg: Any) -> None:
+    """The DoG front end's retina (``rule.input_size``) is null or at least the DoG's width."""
+    size, dog = cfg.rule.input_size, cfg.rule.dog_size
+    if size is not None and size < dog:
+        raise ConfigError(f"rule.input_size={size} must be null (images as given) or at least "
+                          f"rule.dog_size={dog} pixels")
 
 
 class DoGEncoder(nn.Module):

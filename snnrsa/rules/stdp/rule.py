@@ -34,6 +34,7 @@ from snnrsa.rules.stdp.modules import (
     FirstSpikeNeuron,
     FirstSpikePool,
     RankOrderEncoder,
+    check_input_size,
     encode_times,
 )
 from snnrsa.schema import ConfigError
@@ -50,14 +51,6 @@ def require_spike_input(cfg: Any) -> None:
             f"rule={cfg.rule.name} needs spike input: encoding={enc} with neuron.time_steps="
             f"{steps}; use encoding=latency (or poisson) and neuron.time_steps >= 2"
         )
-
-
-def check_input_size(cfg: Any) -> None:
-    """The DoG front end's retina (``rule.input_size``) is null or at least the DoG's width."""
-    size, dog = cfg.rule.input_size, cfg.rule.dog_size
-    if size is not None and size < dog:
-        raise ConfigError(f"rule.input_size={size} must be null (images as given) or at least "
-                          f"rule.dog_size={dog} pixels")
 
 
 def _int(x: Any) -> int:
