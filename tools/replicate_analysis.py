@@ -127,9 +127,7 @@ def wall_times(runs: Path) -> pd.DataFrame:
     rows = []
     for part in PARTS:
         for run in run_dirs(runs, part):
-            done, meta = run / "replicate_done.json", run / "meta.json"
-            if not done.is_file():
-                continue
+            done, meta = run / "replicate_done.json", run / "meta.json"  # run_dirs: finished
             m = json.loads(meta.read_text()) if meta.is_file() else {}
             rows.append({"part": part, "rule": label(run), "seed": int(run.name.rsplit("_seed", 1)[1]),
                          "job_seconds": json.loads(done.read_text())["seconds"],
