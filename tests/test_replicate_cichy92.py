@@ -20,10 +20,10 @@ sys.path.insert(0, str(REPO / "tools"))
 
 @needs_shared(CIFAR)
 @needs_shared(CICHY)
-def test_dry_run_lists_every_job_with_its_cost(capsys) -> None:
+def test_dry_run_lists_every_job_with_its_cost(tmp_path: Path, capsys) -> None:
     import replicate_cichy92 as rep
 
-    assert rep.main(["--dry-run", "--runs", "/nonexistent/runs"]) == 0
+    assert rep.main(["--dry-run", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "== headline: 80 jobs, 0 done" in text  # 8 rules x 5 seeds, trained + at 32 px
     assert "== readout: 80 jobs" in text  # 8 rules x 5 seeds, no pooling and a 4 x 4 grid
@@ -74,3 +74,24 @@ def test_headline_and_summary_end_to_end(tmp_path: Path, capsys) -> None:
     assert "| bp | EVC |" in results and "| untrained | EVC |" in results  # the README table
     wall = pd.read_csv(out / "wall_time.csv")
     assert set(wall.part) == {"headline", "headline_res32"} and (wall.job_seconds > 0).all()
+    assert sorted(rep.ledger(out)) == ["headline/bp_seed42", "headline/untrained_seed42",
+                                       "headline_res32/bp_seed42", "headline_res32/untrained_seed42"]
+
+    # a fresh machine (no run folders): the ledger counts the jobs as done, and the summary
+    # keeps every recorded row
+    fresh = [*args[:-4], "--runs", str(tmp_path / "fresh"), "--out", str(out)]
+    before = {n: (out / n).read_bytes() for n in ("scores.csv.gz", "wall_time.csv",
+                                                  "bootstrap_epoch0_minus_epoch1.csv",
+                                                  "partial_rsa.csv", "noise_ceiling.csv")}
+    capsys.readouterr()
+    assert rep.main(["--stage", "headline", *fresh]) == 0
+    assert capsys.readouterr().out.count("2 of 2 jobs already done; running 0") == 2
+    assert rep.main(["--stage", "summarize", "--n-boot", "20", *fresh]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv.gz"), scores)
+    for name, old in before.items():
+        assert (out / name).read_bytes() == old or name == "scores.csv.gz", name
+    # a new job beside the recorded ones: its scores join them
+    assert rep.main(["--stage", "headline", *fresh[:6], "--rules", "fa", *fresh[8:]]) == 0
+    assert rep.main(["--stage", "summarize", "--n-boot", "20", *fresh]) == 0
+    assert set(pd.read_csv(out / "scores.csv.gz").rule) == {"untrained", "bp", "fa"}
+    assert set(pd.read_csv(out / "bootstrap_epoch0_minus_epoch1.csv").rule) == {"bp", "fa"}

@@ -2,6 +2,11 @@
 ``docs/results/cichy92/``. Every stage is resumable: a finished job is skipped (marker file), a
 killed training job resumes from its last checkpoint (snnrsa's own resume).
 
+Finished jobs are also recorded in the results folder (``jobs.json``, with their scores and
+tables): on a fresh machine a job recorded there with the same overrides counts as done, so the
+replication goes on from what is committed (a job that scores checkpoints still needs its
+training job's folder on this machine). A new ``--out`` folder starts over.
+
 Stages:
   headline    epochs 0 and 1 of every rule and seed, trained, scored at 224 px; then the same
               checkpoints re-scored at 32 px, the training resolution (evaluate_from, no training)
@@ -36,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's snnrsa (tools/ are run as scripts)
 sys.path.insert(0, str(REPO / "tools"))
 
-from replicate_analysis import summarize_all  # noqa: E402
+from replicate_analysis import ledger, summarize_all  # noqa: E402
 
 SEEDS = (42, 123, 456, 789, 1337)
 # a LIF network's activity at 224 px (every layer, T = 8 steps) takes hundreds of MB per image:
@@ -153,10 +158,22 @@ def marker(runs: Path, job: Job) -> Path:
     return runs / job.name / "replicate_done.json"
 
 
-def is_done(runs: Path, job: Job) -> bool:
-    """Finished with these overrides (a different n_train or data path reruns it)."""
+def same_job(a: list[str], b: list[str]) -> bool:
+    """Equal overrides, evaluate_from compared by the training job's name (part/rule_seedN), not
+    by the runs root it lay under."""
+    def key(o: str) -> str:
+        return "evaluate_from=" + "/".join(Path(o.partition("=")[2]).parts[-2:]) \
+            if o.startswith("evaluate_from=") else o
+    return list(map(key, a)) == list(map(key, b))
+
+
+def is_done(runs: Path, job: Job, recorded: dict[str, dict]) -> bool:
+    """Finished with these overrides, here or in the results folder's ledger (a different
+    n_train or data path reruns it)."""
     path = marker(runs, job)
-    return path.is_file() and json.loads(path.read_text())["overrides"] == job.overrides
+    if path.is_file() and json.loads(path.read_text())["overrides"] == job.overrides:
+        return True
+    return same_job(recorded.get(job.name, {}).get("overrides", []), job.overrides)
 
 
 def run_job(runs: Path, job: Job, threads: int) -> bool:
@@ -198,14 +215,15 @@ def check_configs(jobs: list[Job]) -> None:
 
 def run_stage(args: argparse.Namespace, jobs: list[Job]) -> list[str]:
     """Training jobs first, then the jobs that score their checkpoints; names of failures."""
-    runs = Path(args.runs).resolve()
-    check_configs([j for j in jobs if not is_done(runs, j)])
+    runs, recorded = Path(args.runs).resolve(), ledger(Path(args.out))
+    check_configs([j for j in jobs if not is_done(runs, j, recorded)])
     failed: list[str] = []
     for wave in ([j for j in jobs if j.source is None], [j for j in jobs if j.source]):
-        todo = [j for j in wave if not is_done(runs, j)]
+        todo = [j for j in wave if not is_done(runs, j, recorded)]
         blocked = [j for j in todo if j.source and not (runs / j.source / "replicate_done.json")
                    .is_file()]
-        failed += [f"{j.name} (its training job {j.source} is not finished)" for j in blocked]
+        failed += [f"{j.name} (its training job {j.source} has no finished run folder here: "
+                   "it needs the checkpoints)" for j in blocked]
         todo = [j for j in todo if j not in blocked]
         print(f"{len(wave) - len(todo) - len(blocked)} of {len(wave)} jobs already done; "
               f"running {len(todo)}", flush=True)
@@ -217,11 +235,11 @@ def run_stage(args: argparse.Namespace, jobs: list[Job]) -> list[str]:
 
 def print_plan(args: argparse.Namespace, stages: list[str]) -> None:
     """The job list with the estimated cost of what is left (cost model: 2 cores)."""
-    runs = Path(args.runs).resolve()
+    runs, recorded = Path(args.runs).resolve(), ledger(Path(args.out))
     total = 0.0
     for stage in stages:
         jobs = job_list(args, stage) if stage != "summarize" else []
-        left = [j for j in jobs if not is_done(runs, j)]
+        left = [j for j in jobs if not is_done(runs, j, recorded)]
         cost = sum(j.estimate(args.n_test) for j in left)
         total += cost
         print(f"== {stage}: {len(jobs)} jobs, {len(jobs) - len(left)} done, "
