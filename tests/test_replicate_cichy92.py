@@ -27,7 +27,8 @@ def test_dry_run_lists_every_job_with_its_cost(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "== headline: 80 jobs, 0 done" in text  # 8 rules x 5 seeds, trained + at 32 px
     assert "== readout: 80 jobs" in text  # 8 rules x 5 seeds, no pooling and a 4 x 4 grid
-    assert "== trajectory: 17 jobs" in text  # bp 5 seeds, six other trained rules 2 each
+    assert "== trajectory: 21 jobs" in text  # bp 5 seeds, 8 other trained rules / arms 2 each
+    assert "trajectory/bp_lif_latency_seed123" in text and "headline/bp_lif_latency" not in text
     assert "headline/untrained_seed42" in text and "epochs 0 " in text
 
 
@@ -74,6 +75,9 @@ def test_headline_and_summary_end_to_end(tmp_path: Path, capsys) -> None:
     assert "| bp | EVC |" in results and "| untrained | EVC |" in results  # the README table
     wall = pd.read_csv(out / "wall_time.csv")
     assert set(wall.part) == {"headline", "headline_res32"} and (wall.job_seconds > 0).all()
+    acc = pd.read_csv(out / "accuracy.csv")
+    assert set(acc.rule) == {"bp", "untrained"} and set(acc[acc.rule == "bp"].epoch) == {0, 1}
+    assert acc.test_acc.between(0, 1).all()
     assert sorted(rep.ledger(out)) == ["headline/bp_seed42", "headline/untrained_seed42",
                                        "headline_res32/bp_seed42", "headline_res32/untrained_seed42"]
 
@@ -82,7 +86,8 @@ def test_headline_and_summary_end_to_end(tmp_path: Path, capsys) -> None:
     fresh = [*args[:-4], "--runs", str(tmp_path / "fresh"), "--out", str(out)]
     before = {n: (out / n).read_bytes() for n in ("scores.csv.gz", "wall_time.csv",
                                                   "bootstrap_epoch0_minus_epoch1.csv",
-                                                  "partial_rsa.csv", "noise_ceiling.csv")}
+                                                  "partial_rsa.csv", "noise_ceiling.csv",
+                                                  "accuracy.csv")}
     capsys.readouterr()
     assert rep.main(["--stage", "headline", *fresh]) == 0
     assert capsys.readouterr().out.count("2 of 2 jobs already done; running 0") == 2

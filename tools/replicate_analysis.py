@@ -34,7 +34,13 @@ from snnrsa.summarize.loading import roi_order
 PARTS = ("headline", "headline_res32", "readout", "readout_grid", "trajectory")
 SUMMARIES = {"headline": ("headline", "headline_res32"),
              "readout": ("headline", "readout", "readout_grid"),
-             "trajectory": ("trajectory", "headline")}
+             "trajectory": ("trajectory", "headline"),
+             "encodings": ("trajectory",)}
+# the encoding swap (issue 15's question on real fMRI): BP's trajectory jobs per input, labelled
+# by the experiment=encoding_swap arm they are
+ENCODINGS = {"bp": "rate_analog", "bp_lif": "lif_analog", "bp_lif_poisson": "lif_poisson",
+             "bp_lif_latency": "lif_latency"}
+ENCODING_ARMS = ("bp_lif_poisson", "bp_lif_latency")  # trajectory only: not replication rules
 DROP = ("neuron", "encoding", "readout")  # the label already says them
 PIXEL_SIZE = 64  # the pixel RDM of data-formats.md: 1 - r on 64 x 64 RGB
 LEDGER = "jobs.json"
@@ -106,7 +112,9 @@ def part_summary(scores: pd.DataFrame, runs: Path, name: str, out: Path,
     parts = SUMMARIES[name]
     t = scores[scores.part.isin(parts)]
     if name == "trajectory":  # the untrained network joins the trajectory at epoch 0
-        t = t[(t.part == "trajectory") | (t.rule == "untrained")]
+        t = t[((t.part == "trajectory") | (t.rule == "untrained")) & ~t.rule.isin(ENCODING_ARMS)]
+    if name == "encodings":
+        t = t[t.rule.isin(ENCODINGS)].assign(rule=lambda d: d.rule.map(ENCODINGS))
     if t.empty or not (t.part == parts[0]).any():
         return []
     work = runs / "_tables" / name
@@ -183,6 +191,23 @@ def wall_times(runs: Path, archive: pd.DataFrame | None) -> pd.DataFrame:
     return here.sort_values(key, kind="stable", ignore_index=True)
 
 
+def accuracy(runs: Path, archive: pd.DataFrame | None) -> pd.DataFrame:
+    """Held-out accuracy (train.csv) per training job and checkpoint; archived rows for jobs not
+    here."""
+    frames = [pd.read_csv(run / "train.csv", usecols=["epoch", "test_acc"]).dropna().assign(
+        part=part, rule=label(run), seed=int(run.name.rsplit("_seed", 1)[1]))
+        for part in ("headline", "trajectory") for run in run_dirs(runs, part)
+        if (run / "train.csv").is_file()]
+    key = ["part", "rule", "seed"]
+    here = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["epoch", "test_acc", *key])
+    if archive is not None:
+        old = archive.set_index(key).index.isin(here.set_index(key).index)
+        here = pd.concat([here, archive[~old]], ignore_index=True)
+    return here[[*key, "epoch", "test_acc"]].sort_values([*key, "epoch"], kind="stable",
+                                                          ignore_index=True)
+
+
 def pixel_images(brain_root: Path) -> np.ndarray:
     files = sorted((brain_root / "images").glob("image_*.jpg"))
     return np.stack([load_image(p, PIXEL_SIZE) for p in files]).astype(np.float64)
@@ -248,6 +273,7 @@ def summarize_all(runs: Path, out: Path, brain_root: Path, n_boot: int = 1000) -
         "pixel_reference": pixel_reference(pixel, brains),
         "partial_rsa": partial_rsa(scores, runs, pixel, brains, archived(out, "partial_rsa.csv")),
         "wall_time": wall_times(runs, archived(out, "wall_time.csv")),
+        "accuracy": accuracy(runs, archived(out, "accuracy.csv")),
     }
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")

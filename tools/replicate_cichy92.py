@@ -14,7 +14,9 @@ Stages:
               study's GAP: rsa.layer_pooling=none (every conv unit, position kept) and
               rsa.layer_pooling=grid (each conv map averaged to a 4 x 4 grid, position kept coarsely)
   trajectory  checkpoints 0 1 2 5 10 20 30 40: every seed for bp, the first two for the other
-              trained rules (the untrained network is the headline's epoch 0)
+              trained rules (the untrained network is the headline's epoch 0); also the encoding
+              swap on real fMRI (experiment=encoding_swap's arms under this protocol): BP on the
+              LIF backbone with Poisson and latency input beside bp (rate) and bp_lif (analog)
   summarize   scores.csv.gz (every score, long and tidy), snnrsa-summarize's tables, tests and
               figures per part, LOSO noise ceilings, stimulus-bootstrap 95 % CIs of the epoch 0 -
               epoch 1 differences, partial RSA controlling for the pixel RDM, RESULTS.md
@@ -41,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's snnrsa (tools/ are run as scripts)
 sys.path.insert(0, str(REPO / "tools"))
 
-from replicate_analysis import ledger, summarize_all  # noqa: E402
+from replicate_analysis import ENCODING_ARMS, ledger, summarize_all  # noqa: E402
 
 SEEDS = (42, 123, 456, 789, 1337)
 # a LIF network's activity at 224 px (every layer, T = 8 steps) takes hundreds of MB per image:
@@ -58,7 +60,9 @@ RULES: dict[str, list[str]] = {
     "pc": ["study_rule=pc"],
     "stdp": ["rule=stdp", "neuron=snntorch_lif", "encoding=latency", *SPIKING_AT_224],
     "bp_lif": ["study_rule=bp", "+study_input=lif_analog", *SPIKING_AT_224],
-}
+    "bp_lif_poisson": ["study_rule=bp", "+study_input=lif_poisson", *SPIKING_AT_224],
+    "bp_lif_latency": ["study_rule=bp", "+study_input=lif_latency", *SPIKING_AT_224],
+}  # ENCODING_ARMS (the encoding swap's spike-input arms) run in the trajectory stage only
 ALL_SEEDS_IN_TRAJECTORY = ("bp",)  # the other trained rules: the first two seeds
 TRAJECTORY_SEEDS = 2
 TRAJECTORY = (0, 1, 2, 5, 10, 20, 30, 40)
@@ -71,15 +75,15 @@ STAGES = ("headline", "readout", "trajectory", "summarize")
 # linear probe). Canonical STDP trains layer by layer, so its epochs cost unevenly.
 TRAIN_S_PER_1000: dict[str, float] = {
     "untrained": 0.0, "bp": 1.0, "fa": 1.0, "pc_published": 4.5, "stdp_published": 1.5,
-    "pc": 7.2, "stdp": 1.6, "bp_lif": 6.3,
+    "pc": 7.2, "stdp": 1.6, "bp_lif": 6.3, "bp_lif_poisson": 6.3, "bp_lif_latency": 6.3,
 }
 TEST_S_PER_1000: dict[str, float] = {
     "untrained": 0.25, "bp": 0.25, "fa": 0.25, "pc_published": 3.4, "stdp_published": 0.35,
-    "pc": 0.25, "stdp": 0.0, "bp_lif": 1.4,
+    "pc": 0.25, "stdp": 0.0, "bp_lif": 1.4, "bp_lif_poisson": 1.4, "bp_lif_latency": 1.4,
 }
 EVAL_S: dict[str, float] = {
     "untrained": 1.7, "bp": 1.5, "fa": 1.5, "pc_published": 14.0, "stdp_published": 2.0,
-    "pc": 1.6, "stdp": 130.0, "bp_lif": 13.0,
+    "pc": 1.6, "stdp": 130.0, "bp_lif": 13.0, "bp_lif_poisson": 13.0, "bp_lif_latency": 13.0,
 }
 STARTUP_S = 10.0  # imports, the CIFAR JPEG subset (8,000 + 2,000 images) and the brain RDMs
 SPATIAL_FACTOR = 1.5  # rsa.layer_pooling=none: RDMs over every unit
@@ -132,6 +136,8 @@ def job_list(args: argparse.Namespace, stage: str) -> list[Job]:
             epochs = (0,) if rule == "untrained" else HEADLINE  # an untrained rule has epoch 0
             head = f"headline/{rule}_seed{seed}"
             source = f"evaluate_from={runs / head}"
+            if stage in ("headline", "readout") and rule in ENCODING_ARMS:
+                continue
             if stage == "headline":
                 jobs.append(Job(head, rule, [*base, f"checkpoints={list(epochs)}"], epochs,
                                 args.n_train))

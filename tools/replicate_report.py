@@ -118,6 +118,34 @@ def trajectory_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def encoding_table(out: Path, acc: pd.DataFrame) -> str:
+    """The encoding swap: per input arm and ROI, rho at the best and at the fixed layer at epochs
+    0, 1 and the last checkpoint (seed mean), and held-out accuracy there (mean +- SD)."""
+    from replicate_analysis import ENCODINGS
+
+    path = out / "encodings" / "trajectories.csv"
+    if not path.is_file():
+        return "Not run yet (`--stage trajectory`)."
+    d = pd.read_csv(path)
+    d = d[d.convention.isin(["best_layer", "fixed_layer"])]
+    lines = ["| input (arm) | ROI | read-out layer | ρ epoch 0 | ρ epoch 1 | ρ last (epoch) "
+             "| held-out accuracy, last | seeds |", "|" + "---|" * 8]
+    for arm in ENCODINGS.values():
+        a = d[d.rule == arm]
+        if a.empty:
+            continue
+        end = int(a.epoch.max())
+        rule = next(k for k, v in ENCODINGS.items() if v == arm)
+        fin = acc[(acc.part == "trajectory") & (acc.rule == rule) & (acc.epoch == end)].test_acc
+        for (roi, conv), g in a.groupby(["roi", "convention"], sort=False):
+            rho = g.set_index("epoch")["mean"]
+            layer = "best" if conv == "best_layer" else g.layer.iloc[0]
+            lines.append(f"| {arm} | {roi} | {layer} | {_f(rho.get(0))} | {_f(rho.get(1))} "
+                         f"| {_f(rho.get(end))} ({end}) | {_f(fin.mean())} ± "
+                         f"{_f(fin.std(ddof=1))} | {g.n_seeds.max()} |")
+    return "\n".join(lines)
+
+
 def wall_table(wall: pd.DataFrame) -> str:
     """Seconds per job (whole process) by part and rule: mean, min and max over seeds."""
     if wall.empty:
@@ -182,6 +210,9 @@ def results_markdown(out: Path, scores: pd.DataFrame, tables: dict[str, pd.DataF
         wall_table(tables["wall_time"]), "",
         "## Trajectory: change from epoch 0 at the last checkpoint (best layer)", "",
         trajectory_table(out), "",
+        "## The encoding swap on real fMRI (BP on the rate backbone and on the LIF backbone with "
+        "analog, Poisson and latency input; trajectory jobs; figures in `encodings/`)", "",
+        encoding_table(out, tables["accuracy"]), "",
         "Per-part tables, tests (exact sign-flip p, Cohen's d, BH within and across families) "
-        "and figures: `headline/`, `readout/`, `trajectory/` (`report.md` in each). Every "
+        "and figures: `headline/`, `readout/`, `trajectory/`, `encodings/` (`report.md` in each). Every "
         "score: `scores.csv.gz`.", ""])
