@@ -84,22 +84,32 @@ def label(run: Path) -> str:
     return run.name.rsplit("_seed", 1)[0]
 
 
+def seed_of(run: Path) -> int:
+    return int(run.name.rsplit("_seed", 1)[1])
+
+
+def with_archived(here: pd.DataFrame, archive: pd.DataFrame | None, key: list[str]) -> pd.DataFrame:
+    """``here`` and the archived rows of the jobs it lacks (their folders are not on this
+    machine); a job's rows here replace its archived ones."""
+    if archive is None:
+        return here
+    if here.empty:
+        return archive.copy()
+    old = archive.set_index(key).index.isin(here.set_index(key).index)
+    return pd.concat([here, archive[~old]], ignore_index=True)
+
+
 def collect(runs: Path, archive: pd.DataFrame | None) -> pd.DataFrame:
     """Every rsa.csv of every part (rule = the job's label; rule_name keeps snnrsa's), and the
     archived rows of jobs whose folders are not here; ordered by part, then job."""
-    frames = []
-    for part in PARTS:
-        for run in run_dirs(runs, part):
-            t = pd.read_csv(run / "rsa.csv")
-            frames.append(t.rename(columns={"rule": "rule_name"}).assign(
-                part=part, rule=label(run), run=f"{part}/{run.name}"))
-    here = {f.run.iloc[0] for f in frames}
-    if archive is not None:
-        frames.append(archive[~archive.run.isin(here)])
-    if not frames or not sum(map(len, frames)):
+    frames = [pd.read_csv(run / "rsa.csv").rename(columns={"rule": "rule_name"}).assign(
+        part=part, rule=label(run), run=f"{part}/{run.name}")
+        for part in PARTS for run in run_dirs(runs, part)]
+    t = with_archived(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+                      archive, ["run"])
+    if t.empty:
         raise FileNotFoundError(f"no rsa.csv under {runs}/{{{','.join(PARTS)}}} and no archived "
                                 "scores: run the stages")
-    t = pd.concat(frames, ignore_index=True)
     order = t.part.map(PARTS.index)
     return t.assign(_o=order).sort_values(["_o", "run"], kind="stable").drop(columns="_o") \
         .reset_index(drop=True)
@@ -178,34 +188,28 @@ def wall_times(runs: Path, archive: pd.DataFrame | None) -> pd.DataFrame:
         for run in run_dirs(runs, part):
             done, meta = run / "replicate_done.json", run / "meta.json"  # run_dirs: finished
             m = json.loads(meta.read_text()) if meta.is_file() else {}
-            rows.append({"part": part, "rule": label(run), "seed": int(run.name.rsplit("_seed", 1)[1]),
+            rows.append({"part": part, "rule": label(run), "seed": seed_of(run),
                          "job_seconds": json.loads(done.read_text())["seconds"],
                          "run_wall_seconds": m.get("wall_seconds"),
                          "run_process_seconds": m.get("process_seconds"), "device": m.get("device")})
-    here = pd.DataFrame(rows, columns=["part", "rule", "seed", "job_seconds", "run_wall_seconds",
-                                       "run_process_seconds", "device"])
     key = ["part", "rule", "seed"]
-    if archive is not None:
-        old = archive.set_index(key).index.isin(here.set_index(key).index)
-        here = pd.concat([here, archive[~old]], ignore_index=True)
-    return here.sort_values(key, kind="stable", ignore_index=True)
+    return with_archived(pd.DataFrame(rows), archive, key).sort_values(key, kind="stable",
+                                                                       ignore_index=True)
 
 
 def accuracy(runs: Path, archive: pd.DataFrame | None) -> pd.DataFrame:
     """Held-out accuracy (train.csv) per training job and checkpoint; archived rows for jobs not
     here."""
-    frames = [pd.read_csv(run / "train.csv", usecols=["epoch", "test_acc"]).dropna().assign(
-        part=part, rule=label(run), seed=int(run.name.rsplit("_seed", 1)[1]))
-        for part in ("headline", "trajectory") for run in run_dirs(runs, part)
-        if (run / "train.csv").is_file()]
     key = ["part", "rule", "seed"]
-    here = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["epoch", "test_acc", *key])
-    if archive is not None:
-        old = archive.set_index(key).index.isin(here.set_index(key).index)
-        here = pd.concat([here, archive[~old]], ignore_index=True)
-    return here[[*key, "epoch", "test_acc"]].sort_values([*key, "epoch"], kind="stable",
-                                                          ignore_index=True)
+    frames = [pd.read_csv(run / "train.csv", usecols=["epoch", "test_acc"]).dropna().assign(
+        part=part, rule=label(run), seed=seed_of(run))
+        for part in ("headline", "trajectory") for run in run_dirs(runs, part)]
+    t = with_archived(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+                      archive, key)
+    if t.empty:
+        return pd.DataFrame(columns=[*key, "epoch", "test_acc"])
+    return t[[*key, "epoch", "test_acc"]].sort_values([*key, "epoch"], kind="stable",
+                                                      ignore_index=True)
 
 
 def pixel_images(brain_root: Path) -> np.ndarray:
