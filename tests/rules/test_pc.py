@@ -142,6 +142,27 @@ def test_inference_lowers_the_energy_monotonically() -> None:
     assert trace[0][:-1] == [0.0] * 4  # feed-forward start: only the output has an error
 
 
+def test_inference_descends_where_a_fixed_rate_would_diverge() -> None:
+    """At a rate where one plain gradient step raises the energy (as grown weights did to the
+    shipped rate in epoch 12 of the 92-image trajectory), inference still only descends."""
+    net, rule = build("pc", ["rule.inference_rate=20"])
+    net.train()
+    x, y = batch(32)
+    x0 = net.encoder(x)
+    with torch.no_grad():
+        xs, _ = rule.feedforward(x0)
+    xs = [v.requires_grad_(True) for v in xs]
+    with frozen_bn_stats(net):
+        start = torch.stack(rule.energies(x0, xs, y)).sum()
+        grads = torch.autograd.grad(start, xs)
+        plain = sum(rule.energies(x0, [v - 20 * g for v, g in zip(xs, grads)], y))
+    assert plain > 10 * start  # the fixed-rate step diverges
+    _, _, trace = rule.infer(x0, y, 8)
+    total = [sum(step) for step in trace]
+    assert all(after <= before for before, after in pairwise(total))
+    assert total[-1] < total[0]
+
+
 @pytest.mark.parametrize("variant", ["energy", "fixed_prediction"])
 def test_pc_training_step_and_rule_log(variant: str) -> None:
     net, rule = build("pc", [f"rule.pc={variant}"])
