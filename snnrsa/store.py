@@ -75,9 +75,12 @@ def git_commit() -> str:
 
 
 def device_description(device: torch.device) -> str:
+    """The device as run metadata records it; on the CPU with torch's vector instruction set:
+    float32 training is bit-reproducible on the same set, not across sets (AVX2 vs AVX-512)."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return (f"cpu ({platform.processor() or platform.machine()}, "
+            f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
 
 
 def run_metadata(config_yaml: str, device: torch.device) -> dict[str, Any]:
