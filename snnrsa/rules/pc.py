@@ -178,8 +178,8 @@ class PC(Rule):
 
         Inference is descent on the energy: a step that would raise it is retried at half the
         rate (kept for the rest of this inference). At the shipped rate no step is retried until
-        the weights grow; without it, one batch whose inference diverged (hidden energies 10^5
-        after 8 steps) destroyed canonical PC in epoch 12 of the 92-image trajectory."""
+        the weights grow; without it, inference diverged in epoch 12 of the 92-image trajectory
+        (hidden energies 10^5 after 8 steps on the probe) and destroyed canonical PC."""
         with torch.no_grad():
             xs, logits = self.feedforward(x0)
         xs = [x.detach().requires_grad_(True) for x in xs]
