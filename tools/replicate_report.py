@@ -130,12 +130,11 @@ def encoding_table(out: Path, acc: pd.DataFrame) -> str:
     d = d[d.convention.isin(["best_layer", "fixed_layer"])]
     lines = ["| input (arm) | ROI | read-out layer | ρ epoch 0 | ρ epoch 1 | ρ last (epoch) "
              "| held-out accuracy, last | seeds |", "|" + "---|" * 8]
-    for arm in ENCODINGS.values():
+    for rule, arm in ENCODINGS.items():
         a = d[d.rule == arm]
         if a.empty:
             continue
         end = int(a.epoch.max())
-        rule = next(k for k, v in ENCODINGS.items() if v == arm)
         fin = acc[(acc.part == "trajectory") & (acc.rule == rule) & (acc.epoch == end)].test_acc
         for (roi, conv), g in a.groupby(["roi", "convention"], sort=False):
             rho = g.set_index("epoch")["mean"]
