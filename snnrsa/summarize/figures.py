@@ -41,6 +41,10 @@ def _epoch_axis(ax, epochs: Sequence[float]) -> None:
     each other); every epoch ticked, labels dropped where they would crowd the previous one."""
     ax.set_xscale("function", functions=(_to_axis, _from_axis))
     epochs = sorted(epochs)
+    # explicit limits: autoscale's margins could reach epoch <= -2, outside the transform's domain
+    lo, hi = float(_to_axis(epochs[0])), float(_to_axis(epochs[-1]))
+    pad = 0.04 * ((hi - lo) or 1.0)
+    ax.set_xlim(float(_from_axis(lo - pad)), float(_from_axis(hi + pad)))
     ax.set_xticks(list(epochs))
     span = float(_to_axis(epochs[-1]) - _to_axis(epochs[0])) or 1.0
     labels, last = [], -np.inf

@@ -282,7 +282,9 @@ def test_rois_follow_the_visual_hierarchy_in_every_table() -> None:
 
 def test_epoch_ticks_stay_readable_on_the_compressed_axis() -> None:
     """At the study's checkpoints on a narrow panel every epoch is labelled and no two labels
-    overlap (on the former symlog axis 20, 30 and 40 did)."""
+    overlap (on the former symlog axis 20, 30 and 40 did), and the data are drawn: after an
+    axhline, autoscale's 5 % margin put the left limit at epoch -2, where log(1 + epoch / 2) is
+    -inf, and every 40-epoch trajectory figure came out blank."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,6 +295,7 @@ def test_epoch_ticks_stay_readable_on_the_compressed_axis() -> None:
     epochs = [0, 1, 2, 5, 10, 20, 30, 40]
     fig, ax = plt.subplots(figsize=(3.2, 3.0))
     ax.plot(epochs, np.linspace(0, 0.1, len(epochs)))
+    ax.axhline(0.05, ls="--")  # the untrained reference, as the trajectory figures draw it
     _epoch_axis(ax, epochs)
     fig.tight_layout()
     fig.canvas.draw()
@@ -300,4 +303,8 @@ def test_epoch_ticks_stay_readable_on_the_compressed_axis() -> None:
     assert [t.get_text() for t in labels] == [str(e) for e in epochs]
     boxes = [t.get_window_extent() for t in labels]
     assert all(a.x1 + 2 < b.x0 for a, b in zip(boxes, boxes[1:]))
+    lo, hi = ax.get_xlim()
+    assert -2 < lo < 0 and hi > 40
+    points = ax.transData.transform(np.c_[epochs, np.linspace(0, 0.1, len(epochs))])
+    assert np.isfinite(points).all()
     plt.close(fig)
