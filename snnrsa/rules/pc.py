@@ -11,8 +11,11 @@ F = sum_l 1/2 ||x_l - mu_l||^2 + E_out on the hidden value nodes; then every sta
 move along -dF/dW_l with its input held fixed, which is the local rule error x presynaptic
 activity (through the stage's own ReLU, BatchNorm and pooling). The error reaching a layer shrinks
 about geometrically with its distance from the output, so at the shipped rate and step count the
-updates point along BP's gradients (cosine >= 0.95) but lower layers' updates are much smaller
-(measured per layer every epoch in ``rule_log.csv``; bounds in ``tests/rules/test_pc.py``).
+updates of an untrained network point along BP's gradients (cosine >= 0.95) but lower layers'
+updates are much smaller (measured per layer every epoch in ``rule_log.csv``; bounds in
+``tests/rules/test_pc.py``). The alignment does not last through long training: as the head's
+weights grow, inference explains the label away in the hidden nodes and the output layer's update
+leaves BP's direction (the 92-image trajectory, README "Results").
 
 ``rule.pc=fixed_prediction``: the fixed-prediction assumption (Millidge, Tschantz & Buckley 2020)
 keeps predictions and their Jacobians at the feed-forward pass while the errors relax. With
