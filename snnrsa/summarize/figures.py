@@ -43,13 +43,12 @@ def _epoch_axis(ax, epochs: Sequence[float]) -> None:
     epochs = sorted(epochs)
     # explicit limits: autoscale's margins could reach epoch <= -2, outside the transform's domain
     lo, hi = float(_to_axis(epochs[0])), float(_to_axis(epochs[-1]))
-    pad = 0.04 * ((hi - lo) or 1.0)
-    ax.set_xlim(float(_from_axis(lo - pad)), float(_from_axis(hi + pad)))
+    span = (hi - lo) or 1.0
+    ax.set_xlim(float(_from_axis(lo - 0.04 * span)), float(_from_axis(hi + 0.04 * span)))
     ax.set_xticks(list(epochs))
-    span = float(_to_axis(epochs[-1]) - _to_axis(epochs[0])) or 1.0
     labels, last = [], -np.inf
     for e in epochs:
-        pos = float(_to_axis(e) - _to_axis(epochs[0])) / span
+        pos = (float(_to_axis(e)) - lo) / span
         show = pos - last >= MIN_LABEL_GAP
         labels.append(f"{e:g}" if show else "")
         last = pos if show else last
