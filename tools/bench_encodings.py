@@ -9,8 +9,11 @@ shared JPEG subset (``../shared/data/cifar10_subset``, ``data=imagefolder``). Ta
 LIF analog T = 8 >= 0.95x the rate network's accuracy after >= 15 epochs, Poisson >= 0.85x,
 latency >= 0.75x, both backends; epoch 1 clearly above chance.
 
-Results are appended to ``--out`` (JSON lines) as each case ends, and cases already there are not
-run again, so a long benchmark can be stopped and resumed. One torch thread by default.
+Results are appended to ``--out`` (JSON lines) as each case ends, with the machine (CPU model,
+torch's vector instruction set, threads) and the load average before and after; cases already
+there are not run again, so a long benchmark can be stopped and resumed. Seconds are compared only
+within one machine: the rate reference is run again on a machine that runs a case and has no rate
+row, and each case's time ratio is against its own machine's rate row. One torch thread by default.
 
     python tools/bench_encodings.py                                  # all 19 cases, 15 epochs
     python tools/bench_encodings.py --epochs 2 --train-images 2000 \\
@@ -20,7 +23,10 @@ run again, so a long benchmark can be stopped and resumed. One torch thread by d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -67,6 +73,15 @@ def make_cfg(case: str, args) -> Config:
                                                      f"seed={args.seed}", *extra]))
 
 
+def machine(threads: int) -> str:
+    """What seconds per epoch depend on: the CPU model, torch's vector instruction set, threads."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                   if ln.startswith("model name"))
+    return f"{cpu}, {torch.backends.cpu.get_cpu_capability()}, {threads} threads"
+
+
 def train_case(cfg: Config, data: TrainingSet, epochs: int) -> dict:
     """Held-out accuracy after each epoch and the mean training seconds per epoch."""
     torch.manual_seed(cfg.seed)
@@ -87,15 +102,22 @@ def train_case(cfg: Config, data: TrainingSet, epochs: int) -> dict:
     return {"acc": accs, "seconds": sum(seconds) / len(seconds)}
 
 
-def table(results: dict[str, dict]) -> str:
+def table(results: dict[str, dict], rates: dict[str, dict]) -> str:
+    """One line per case; the time ratio is against the rate row of the case's own machine
+    (``rates``: machine -> rate row), the accuracy ratio against the current machine's."""
     rate = results.get("rate")
+    machines = list(dict.fromkeys(r.get("machine", "unrecorded") for r in results.values()))
     lines = [f"{'case':22s} {'epoch-1 acc':>11s} {'final acc':>9s} {'x rate':>6s} "
-             f"{'s/epoch':>8s} {'x rate':>6s}"]
+             f"{'s/epoch':>8s} {'x rate':>6s} {'load':>9s}  machine"]
     for case, r in results.items():
+        m = r.get("machine", "unrecorded")
         acc_ratio = f"{r['acc'][-1] / rate['acc'][-1]:.2f}" if rate else "-"
-        time_ratio = f"{r['seconds'] / rate['seconds']:.1f}" if rate else "-"
+        time_ratio = f"{r['seconds'] / rates[m]['seconds']:.1f}" if m in rates else "-"
+        load = "-" if "load" not in r else "{:.1f}-{:.1f}".format(*r["load"])
         lines.append(f"{case:22s} {r['acc'][0]:11.3f} {r['acc'][-1]:9.3f} {acc_ratio:>6s} "
-                     f"{r['seconds']:8.1f} {time_ratio:>6s}")
+                     f"{r['seconds']:8.1f} {time_ratio:>6s} {load:>9s}  {machines.index(m)}")
+    lines += [f"machine {i}: {m}" for i, m in enumerate(machines)]
+    lines.append("load: 1-minute load average before and after the case")
     return "\n".join(lines)
 
 
@@ -126,29 +148,43 @@ def main() -> None:
     def key(case: str) -> dict:
         return {**base, "set": [] if case == "rate" else args.set}
 
-    done: dict[str, dict] = {}
+    here = machine(args.threads)
+    done: dict[str, dict] = {}  # case -> row, this machine's row where there is one
+    rates: dict[str, dict] = {}  # machine -> its rate row
     if args.out.is_file():
         for line in args.out.read_text().splitlines():
             row = json.loads(line)
-            if row["key"] == key(row["case"]):
+            if row["key"] != key(row["case"]):
+                continue
+            m = row.setdefault("machine", "unrecorded")
+            if row["case"] == "rate":
+                rates[m] = row
+            if row["case"] not in done or m == here:
                 done[row["case"]] = row
     data = load_training_data(make_cfg("rate", args).data)
     print(f"{len(data.train_labels)} training / {len(data.test_labels)} held-out images, "
-          f"{args.epochs} epochs, seed {args.seed}, {args.threads} thread(s)", flush=True)
+          f"{args.epochs} epochs, seed {args.seed}; {here}; load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    cases = list(dict.fromkeys(["rate", *args.cases]))  # the reference first
+    to_run = [c for c in cases if c not in done]
+    if to_run and here not in rates:  # timings need the reference from this machine
+        to_run = list(dict.fromkeys(["rate", *to_run]))
     results = {}
-    for case in args.cases:
-        if case not in done:
-            row = {"case": case, "key": key(case),
-                   **train_case(make_cfg(case, args), data, args.epochs)}
+    for case in cases:
+        if case in to_run:
+            load = os.getloadavg()[0]
+            row = {"case": case, "key": key(case), "machine": here,
+                   **train_case(make_cfg(case, args), data, args.epochs),
+                   "load": [load, os.getloadavg()[0]]}
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             done[case] = row
+            if case == "rate":
+                rates[here] = row
             print(f"{case}: held-out accuracy per epoch "
                   f"{' '.join(f'{a:.3f}' for a in row['acc'])}", flush=True)
         results[case] = done[case]
-    if "rate" in results:  # the reference row first
-        results = {"rate": results.pop("rate"), **results}
-    print(table(results))
+    print(table(results, rates))
 
 
 if __name__ == "__main__":
