@@ -120,7 +120,8 @@ def trajectory_table(out: Path) -> str:
 
 def encoding_table(out: Path, acc: pd.DataFrame) -> str:
     """The encoding swap: per input arm and ROI, rho at the best and at the fixed layer at epochs
-    0, 1 and the last checkpoint (seed mean), and held-out accuracy there (mean +- SD)."""
+    0, 1 and the last checkpoint (seed mean), and held-out accuracy there (mean +- SD over the seeds
+    whose train.csv is here or archived; runs archived before accuracy.csv existed have none)."""
     from replicate_analysis import ENCODINGS
 
     path = out / "encodings" / "trajectories.csv"
@@ -139,9 +140,10 @@ def encoding_table(out: Path, acc: pd.DataFrame) -> str:
         for (roi, conv), g in a.groupby(["roi", "convention"], sort=False):
             rho = g.set_index("epoch")["mean"]
             layer = "best" if conv == "best_layer" else g.layer.iloc[0]
+            accuracy = ("not archived" if fin.empty else f"{_f(fin.mean())} ± "
+                        f"{_f(fin.std(ddof=1))} ({len(fin)} seeds)")
             lines.append(f"| {arm} | {roi} | {layer} | {_f(rho.get(0))} | {_f(rho.get(1))} "
-                         f"| {_f(rho.get(end))} ({end}) | {_f(fin.mean())} ± "
-                         f"{_f(fin.std(ddof=1))} | {g.n_seeds.max()} |")
+                         f"| {_f(rho.get(end))} ({end}) | {accuracy} | {g.n_seeds.max()} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@ subset in ``../shared/data/cifar10_subset`` (``data=imagefolder``).
 
 Per seed: conv1, conv2, conv3 trained greedily for ``--images`` training images each (image by
 image order of a fixed shuffle, no augmentation, batches of 128); then conv1's orientation index
-(``orientation_tuning``; random kernels of the same shape for reference), C = mean(w(1-w)), the
+(``orientation_tuning``; random kernels of the same shape for reference) and the physiologists'
+grating OSI (``grating_osi``), C = mean(w(1-w)), the
 share of features that never won and the largest share of wins, firing on the test images; and
 linear-probe accuracy on conv2 / conv3 of the trained network against the same network before
 training (the untrained baseline: the recipe's initial weights N(0.8, 0.05)). Receptive-field grids
@@ -31,7 +32,7 @@ from snnrsa.config import resolve  # noqa: E402
 from snnrsa.data.training import load_training_data  # noqa: E402
 from snnrsa.model.linear_probe import linear_probes  # noqa: E402
 from snnrsa.rules import build_network, make_rule  # noqa: E402
-from snnrsa.rules.stdp.analysis import effective_rf, orientation_tuning  # noqa: E402
+from snnrsa.rules.stdp.analysis import effective_rf, grating_osi, orientation_tuning  # noqa: E402
 from snnrsa.rules.stdp.functional import convergence  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -121,7 +122,8 @@ def run_seed(seed: int, n_images: int, n_probe: int, overrides: list[str], out: 
     seconds = time.perf_counter() - t0
     w = rule.weights[0]
     index = orientation_tuning(w)[0]
-    rand = orientation_tuning(torch.rand(w.shape, generator=torch.Generator().manual_seed(seed)))[0]
+    random_w = torch.rand(w.shape, generator=torch.Generator().manual_seed(seed))
+    rand = orientation_tuning(random_w)[0]
     ideal = orientation_tuning(ideal_kernels(w.shape))[0]
     after = {r.layer: r.test_acc for r in linear_probes(rule.net, *probe_args)}
     use = rule.usage(0)
@@ -140,6 +142,8 @@ def run_seed(seed: int, n_images: int, n_probe: int, overrides: list[str], out: 
         "osi_random": rand.mean(),
         "osi_ideal_edge": ideal[0],
         "osi_ideal_bar": ideal[1],
+        "grating_osi": grating_osi(w).mean(),
+        "grating_osi_random": grating_osi(random_w).mean(),
         "C": convergence(w),
         "never_won": use["never_won"],
         "max_share": use["max_share"],
@@ -173,6 +177,8 @@ def main() -> None:
         "osi_random",
         "osi_ideal_edge",
         "osi_ideal_bar",
+        "grating_osi",
+        "grating_osi_random",
         "C",
         "never_won",
         "max_share",
