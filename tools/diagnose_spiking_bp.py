@@ -213,17 +213,15 @@ def diagnose(args, overrides: list[str]) -> None:
             for h in hooks:
                 h.remove()
             loss = F.cross_entropy(logits, y)
-            rule.opt.zero_grad(set_to_none=True)
+            rule.optim.zero_grad()
             loss.backward()
             if probe:
                 grads = weight_grads(net)
                 twin_g = rate_twin_grads(twin, net, x, y)
-                print(f"epoch {epoch} batch {i} loss {float(loss):.3f}")
+                print(f"epoch {epoch} batch {i} loss {loss.item():.3f}")
                 print("\n".join(layer_rows(cfg, store, outputs, grads, twin_g, logits.detach())))
-            if rule.cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), rule.cfg.grad_clip)
-            rule.opt.step()
-            total, n = total + float(loss) * len(y), n + len(y)
+            rule.optim.step()  # clips the gradient norm first, as training does
+            total, n = total + loss.item() * len(y), n + len(y)
         rule.end_epoch()
         set_mode(net, False)
         print(f"epoch {epoch}: train loss {total / n:.3f}, held-out accuracy "
