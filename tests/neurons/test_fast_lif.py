@@ -247,7 +247,7 @@ def test_fused_lif_pool_equals_lif_then_max_pool(name, reset, sur, slope, static
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(fused, ref)
-    assert 0.1 < float(ref.mean()) < 0.9 and float((ref == 0).float().mean()) > 0.05
+    assert 0.1 < ref.mean().item() < 0.9 and float((ref == 0).float().mean()) > 0.05
     torch.testing.assert_close(g_fused, g_ref, rtol=1e-5, atol=1e-5)
 
 
