@@ -141,7 +141,7 @@ def encoding_table(out: Path, acc: pd.DataFrame) -> str:
             rho = g.set_index("epoch")["mean"]
             layer = "best" if conv == "best_layer" else g.layer.iloc[0]
             accuracy = ("not archived" if fin.empty else f"{_f(fin.mean())} ± "
-                        f"{_f(fin.std(ddof=1))} ({len(fin)} seeds)")
+                        f"{_f(fin.std(ddof=1))} ({len(fin)} seed{'s' * (len(fin) != 1)})")
             lines.append(f"| {arm} | {roi} | {layer} | {_f(rho.get(0))} | {_f(rho.get(1))} "
                          f"| {_f(rho.get(end))} ({end}) | {accuracy} | {g.n_seeds.max()} |")
     return "\n".join(lines)
