@@ -343,7 +343,7 @@ def test_fast_backbone_equals_the_idiomatic_per_step_loop(backend, kernels, monk
         grads[path] = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     for name, spikes in outs["idiomatic"].items():
         assert torch.equal(outs["fast"][name], spikes), name
-        assert 0 < float(spikes.mean()) < 1, name
+        assert 0 < spikes.mean().item() < 1, name
     assert grads["fast"].keys() == grads["idiomatic"].keys() and len(grads["fast"]) > 8
     for n, g in grads["idiomatic"].items():
         torch.testing.assert_close(grads["fast"][n], g, rtol=1e-4, atol=1e-6, msg=n)
